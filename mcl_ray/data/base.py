@@ -1,0 +1,46 @@
+"""The in-memory image set every loader returns.
+
+Images are kept as one uint8 array so training can move whole batches to the device and augment them
+there; attributes hold any known labels (one array per attribute, e.g. shape/texture/colour).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mcl_ray.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    """N images (uint8, N x H x W x 3) with optional integer attribute labels (name -> int64 [N])."""
+
+    images: np.ndarray
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    name: str = "images"
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise DataError(
+                f"{self.name}: images must be uint8 with shape (N, H, W, 3), got "
+                f"{self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if len(self.images) == 0:
+            raise DataError(f"{self.name}: the data set is empty")
+        for key, values in self.attributes.items():
+            if len(values) != len(self.images):
+                raise DataError(
+                    f"{self.name}: attribute '{key}' has {len(values)} labels for {len(self.images)} images"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def num_classes(self, attribute: str) -> int:
+        return int(self.attributes[attribute].max()) + 1

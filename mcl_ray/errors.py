@@ -1,0 +1,17 @@
+"""Exception types users can catch; every message names the field, file or stage at fault."""
+
+
+class MCLError(Exception):
+    """Base class for mcl-ray errors."""
+
+
+class ConfigError(MCLError, ValueError):
+    """A configuration value is unknown, mistyped or out of range."""
+
+
+class DataError(MCLError, ValueError):
+    """A data set is missing, empty, corrupt or inconsistent."""
+
+
+class TrainingError(MCLError, RuntimeError):
+    """Training diverged (NaN/inf loss) or could not proceed."""
