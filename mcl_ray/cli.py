@@ -1,0 +1,71 @@
+"""`mcl-ray` command line: run an experiment, or check a config without running it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from mcl_ray.errors import MCLError
+
+
+def builtin_config(name: str) -> Path:
+    return Path(str(resources.files("mcl_ray") / "configs" / f"{name}.yaml"))
+
+
+def resolve_config_path(value: str | None) -> Path | None:
+    """A file path, or the name of a bundled config (e.g. `trifeature`)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = builtin_config(value)
+    return candidate if candidate.exists() else path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcl-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run a whole MCL experiment and print a per-stage table")
+    train.add_argument("--config", help="YAML file or bundled config name (default: built-in defaults)")
+    train.add_argument("--output", help="output directory (overrides output_dir)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. mcl.stages=3 objective.temperature=0.2")
+    check = sub.add_parser("validate", help="validate a config and print it fully resolved")
+    check.add_argument("--config")
+    check.add_argument("overrides", nargs="*")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mcl_ray").setLevel(logging.INFO)
+    from mcl_ray.config.loader import load_config
+
+    try:
+        overrides = list(args.overrides)
+        if getattr(args, "output", None):
+            overrides.append(f"output_dir={args.output}")
+        cfg = load_config(resolve_config_path(args.config), overrides)
+        if args.command == "validate":
+            import yaml
+
+            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+            return 0
+        from mcl_ray.train.pipeline import results_table, run_local
+
+        result = run_local(cfg, progress=not args.quiet)
+        print(results_table(result))
+        print(f"results: {result.run_dir}")
+        return 0
+    except MCLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

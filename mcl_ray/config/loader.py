@@ -1,0 +1,125 @@
+"""YAML files plus dotted command-line overrides into a validated ExperimentConfig.
+
+`load_config("exp.yaml", ["mcl.stages=3", "objective.temperature=0.2"])`. Override values are parsed as YAML
+scalars/lists (`mcl.clusters=[10,20]`). Every problem becomes one ConfigError listing each bad field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.errors import ConfigError
+from mcl_ray.models.backbones import check_backbone_name
+
+ALIASES = {"stages": "mcl.stages", "clusters": "mcl.clusters", "temperature": "objective.temperature"}
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=[1,2]'] -> {'a': {'b': 1}, 'c': [1, 2]}; short aliases like `stages=3` are expanded."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. mcl.stages=3")
+        key, raw = item.split("=", 1)
+        key = ALIASES.get(key.strip(), key.strip())
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {part!r} is set to a value and also used as a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _model_at(path: tuple, root: type[BaseModel] = ExperimentConfig) -> type[BaseModel] | None:
+    model: Any = root
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, dotted field first, with a suggestion for unknown keys."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if isinstance(p, str))
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            known = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f"; did you mean '{'.'.join(loc[:-1] + (close[0],))}'?" if close else ""
+            where = ".".join(loc[:-1]) or "top level"
+            lines.append(f"{field}: unknown key (allowed in {where}: {', '.join(known)}){hint}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+            lines.append(f"{field}: {msg}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def build_config(data: Mapping[str, Any], *, check_names: bool = True) -> ExperimentConfig:
+    """Validate a plain dict; `check_names` also asks timm and the objective registry about names."""
+    try:
+        cfg = ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    if check_names:
+        check_backbone_name(cfg.model.backbone)
+        from mcl_ray.objectives.registry import check_objective_name
+
+        check_objective_name(cfg.objective.name)
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), *, check_names: bool = True
+) -> ExperimentConfig:
+    data = read_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(overrides))
+    return build_config(data, check_names=check_names)
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

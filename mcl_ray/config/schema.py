@@ -1,0 +1,181 @@
+"""Typed experiment configuration.
+
+Every field is validated before any data is loaded or any model is built, and errors name the dotted field
+(`objective.temperature`), so a typo in a sweep fails in a second instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DATASET_NAMES = ("trifeature", "cifar10", "cifar100", "stl10", "imagefolder")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    name: str = "trifeature"
+    root: str = "~/.cache/mcl-ray/data"
+    image_size: int = Field(32, ge=8, le=1024)
+    train_size: Union[int, None] = Field(5000, ge=2, description="trifeature: images generated; others: subsample")
+    test_size: Union[int, None] = Field(2000, ge=1)
+    pretrain_split: str = Field("train", description="split used for contrastive training (stl10: 'unlabeled')")
+    seed: int = Field(0, description="data generation / subsampling seed (independent of the training seed)")
+    download: bool = True
+    cache_dir: Union[str, None] = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASET_NAMES:
+            raise ValueError(f"unknown data set {v!r}; choose one of {', '.join(DATASET_NAMES)}")
+        return v
+
+
+class AugmentConfig(Strict):
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    jitter: float = Field(0.5, ge=0.0, description="SimCLR colour-jitter strength s; 0 turns it off")
+    jitter_prob: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale: float = Field(0.2, ge=0.0, le=1.0)
+    blur: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0.0 < lo <= hi <= 1.0):
+            raise ValueError(f"needs 0 < low <= high <= 1, got {list(v)}")
+        return v
+
+
+class ModelConfig(Strict):
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    cifar_stem: Union[bool, Literal["auto"]] = "auto"
+    patch_size: Union[int, None] = Field(None, ge=1)
+    head: Literal["simclr", "mocov2", "linear", "none"] = "simclr"
+    proj_hidden_dim: int = Field(512, ge=1)
+    proj_dim: int = Field(128, ge=1)
+
+
+class ObjectiveConfig(Strict):
+    name: str = "simclr"
+    temperature: float = Field(0.2, gt=0.0, le=100.0)
+    gather: bool = Field(True, description="gather embeddings across workers so negatives span the global batch")
+    momentum: float = Field(0.99, ge=0.0, lt=1.0, description="MoCo momentum-encoder EMA")
+    queue_size: int = Field(4096, ge=1, description="MoCo queue length")
+
+
+class MCLConfig(Strict):
+    stages: int = Field(3, ge=1, le=32)
+    clusters: Union[int, list[int]] = Field(10, description="K, shared or one per clustering step (stages - 1)")
+    temperatures: Union[list[float], None] = Field(None, description="per-stage temperature; default shared")
+    init: Literal["fresh", "pretrained", "previous"] = "fresh"
+    cluster_on: Literal["backbone", "projector"] = "projector"
+    integrate: Literal["backbone", "projector"] = "backbone"
+    kmeans_iters: int = Field(20, ge=1)
+    kmeans_max_points: Union[int, None] = Field(1_000_000, ge=2)
+    kmeans_gpu: Union[bool, Literal["auto"]] = "auto"
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, v: int | list[int]) -> int | list[int]:
+        values = v if isinstance(v, list) else [v]
+        bad = [k for k in values if k < 2]
+        if bad:
+            raise ValueError(f"every cluster count must be >= 2, got {v}")
+        return v
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temps(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(t <= 0 for t in v):
+            raise ValueError(f"temperatures must be > 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "MCLConfig":
+        if isinstance(self.clusters, list) and len(self.clusters) != max(self.stages - 1, 0):
+            raise ValueError(
+                f"clusters: a list needs one K per clustering step (stages - 1 = {self.stages - 1}), "
+                f"got {len(self.clusters)}"
+            )
+        if self.temperatures is not None and len(self.temperatures) != self.stages:
+            raise ValueError(f"temperatures: needs one value per stage ({self.stages}), got {len(self.temperatures)}")
+        return self
+
+    def clusters_after(self, stage: int) -> int:
+        """K used to cluster the embeddings of `stage` (0-based)."""
+        return self.clusters[stage] if isinstance(self.clusters, list) else self.clusters
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=2, description="global batch size (all workers together)")
+    optimizer: str = Field("adamw", description="any timm optimizer name: adamw, sgd, lars, lamb, ...")
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    grad_clip: Union[float, None] = Field(None, gt=0.0)
+    amp: bool = Field(False, description="bf16 autocast on CUDA")
+    workers: int = Field(1, ge=1, description="Ray Train workers per stage")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(50, ge=1, description="steps between progress lines")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: str) -> str:
+        from timm.optim import list_optimizers
+
+        known = list_optimizers()
+        if v.lower() not in known:
+            import difflib
+
+            close = difflib.get_close_matches(v.lower(), known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"timm has no optimizer {v!r}{hint}")
+        return v.lower()
+
+
+class EvalConfig(Strict):
+    knn_k: int = Field(20, ge=1)
+    knn_temperature: float = Field(0.1, gt=0.0)
+    linear: bool = True
+    linear_epochs: int = Field(100, ge=1)
+    online_knn_every: int = Field(1, ge=0, description="epochs between online kNN checks (0 = off)")
+    online_knn_samples: int = Field(2000, ge=10, description="train/test subsample for the online kNN")
+
+
+class ExperimentConfig(Strict):
+    name: str = "mcl"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    mcl: MCLConfig = MCLConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "ExperimentConfig":
+        if self.train.batch_size < 2 * self.train.workers:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} is too small for {self.train.workers} workers "
+                f"(each worker needs at least 2 samples per step; use >= {2 * self.train.workers})"
+            )
+        if self.mcl.init == "pretrained" and not self.model.pretrained:
+            raise ValueError("mcl.init: 'pretrained' needs model.pretrained: true")
+        return self
+
+    def temperature(self, stage: int) -> float:
+        temps = self.mcl.temperatures
+        return temps[stage] if temps is not None else self.objective.temperature

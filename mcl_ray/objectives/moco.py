@@ -1,0 +1,147 @@
+"""MoCo v2 with MCL's group mask on the key queue.
+
+Negatives come from a queue of keys produced by a slowly moving (EMA) copy of the encoder. Each queued key
+keeps the group label of its sample, so under MCL an anchor only contrasts with queued keys of its own
+group; slots not yet written carry group -1 and are never negatives.
+
+Choice: the loss is symmetric (q1 against k2 and q2 against k1, averaged, as in MoCo v3 / solo-learn's
+MoCo v2+), and both views' keys go into one shared queue. No shuffle-BN (as in solo-learn).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mcl_ray.errors import ConfigError, DataError
+from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
+from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, is_distributed
+from mcl_ray.objectives.registry import register_objective
+
+
+def moco_infonce_loss(
+    q: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    temperature: float,
+    groups: Tensor | None = None,
+    queue_groups: Tensor | None = None,
+) -> Tensor:
+    """Mean InfoNCE of queries q [B, D] with positives k [B, D] (both L2-normalised here, k detached) and
+    negatives queue [Q, D] (already normalised): logits [q.k, q.queue^T] / T with the positive at index 0.
+
+    queue_groups [Q]: label of each queued key, -1 for unfilled slots (always masked). With `groups` [B],
+    queued keys of another group are masked too. An anchor with no valid negatives has loss 0.
+    """
+    if q.ndim != 2 or q.shape != k.shape:
+        raise DataError(f"q, k: expected two [B, D] tensors of equal shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+        raise DataError(f"queue: expected shape (Q, {q.shape[1]}), got {tuple(queue.shape)}")
+    check_temperature(temperature)
+    check_groups(groups, q.shape[0])
+    check_groups(queue_groups, queue.shape[0], "queue_groups")
+    if groups is not None and queue_groups is None:
+        raise DataError("queue_groups: required when groups is given (the group of every queued key)")
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q = F.normalize(q.to(dtype), dim=1)
+    k = F.normalize(k.detach().to(dtype), dim=1)
+    positives = (q * k).sum(dim=1, keepdim=True) / temperature
+    negatives = q @ queue.detach().to(dtype).T / temperature
+    if queue_groups is not None:
+        valid = (queue_groups >= 0)[None, :]
+        if groups is not None:
+            valid = valid & (groups[:, None] == queue_groups[None, :])
+        negatives = negatives.masked_fill(~valid, float("-inf"))
+    logits = torch.cat([positives, negatives], dim=1)
+    return (torch.logsumexp(logits, dim=1) - positives[:, 0]).mean()
+
+
+@register_objective("moco")
+class MoCo(ContrastiveMethod):
+    """MoCo v2: query encoder trained by SGD, key encoder an EMA of it, negatives from a key queue.
+
+    The momentum encoder has requires_grad False, so DDP (wrapping this module) and optimizers ignore it;
+    the queue, its group labels and the write pointer are buffers, so they move with .to() and checkpoint
+    with state_dict(). `proj_dim` (key size) defaults to `encoder.proj_dim`.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        temperature: float,
+        gather: bool = False,
+        momentum: float = 0.99,
+        queue_size: int = 4096,
+        proj_dim: int | None = None,
+    ) -> None:
+        super().__init__(encoder, temperature=temperature, gather=gather)
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"objective.momentum: must be in [0, 1), got {momentum}")
+        if queue_size < 1:
+            raise ConfigError(f"objective.queue_size: must be >= 1, got {queue_size}")
+        dim = proj_dim if proj_dim is not None else getattr(encoder, "proj_dim", None)
+        if not isinstance(dim, int) or dim < 1:
+            raise ConfigError(
+                f"objective.proj_dim: needed to size the MoCo queue; the encoder has no integer `proj_dim` "
+                f"attribute (got {dim!r}), pass proj_dim"
+            )
+        self.momentum = float(momentum)
+        self.queue_size = int(queue_size)
+        self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.register_buffer("queue", torch.zeros(queue_size, dim))
+        self.register_buffer("queue_groups", torch.full((queue_size,), -1, dtype=torch.int64))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> Tensor:
+        check_groups(groups, view1.shape[0])
+        if groups is not None and bool((groups < 0).any()):
+            raise DataError("groups: labels must be >= 0 (-1 marks unfilled queue slots)")
+        _, q1 = self.encoder(view1)
+        _, q2 = self.encoder(view2)
+        with torch.no_grad():
+            _, k1 = self.momentum_encoder(view1)
+            _, k2 = self.momentum_encoder(view2)
+        # Clones: the enqueue below writes the buffers in place, but backward still needs this step's queue.
+        queue, queue_groups = self.queue.clone(), self.queue_groups.clone()
+        loss = 0.5 * (
+            moco_infonce_loss(q1, k2, queue, self.temperature, groups, queue_groups)
+            + moco_infonce_loss(q2, k1, queue, self.temperature, groups, queue_groups)
+        )
+        if self.training:
+            keys = F.normalize(torch.cat([k1, k2]).float(), dim=1)
+            if groups is None:
+                key_groups = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+            else:
+                key_groups = torch.cat([groups, groups]).to(torch.int64)
+            if self.gather and is_distributed():
+                sizes = gather_sizes(keys.shape[0], keys.device)
+                keys, key_groups = gather_no_grad(keys, sizes), gather_no_grad(key_groups, sizes)
+            self.enqueue(keys, key_groups)
+        return loss
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, key_groups: Tensor) -> None:
+        """Write keys [N, D] (normalised) and their groups [N] at the pointer, wrapping around; when N
+        exceeds the queue, the last queue_size keys are kept."""
+        if keys.shape[0] >= self.queue_size:
+            keys, key_groups = keys[-self.queue_size :], key_groups[-self.queue_size :]
+        n = keys.shape[0]
+        slots = (self.queue_ptr + torch.arange(n, device=self.queue.device)) % self.queue_size
+        self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))
+        self.queue_groups.index_copy_(0, slots, key_groups.to(torch.int64))
+        self.queue_ptr.copy_((self.queue_ptr + n) % self.queue_size)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """EMA: momentum_param <- m * momentum_param + (1 - m) * param (buffers such as BN running stats
+        are kept by the momentum encoder's own forward passes)."""
+        for online, target in zip(self.encoder.parameters(), self.momentum_encoder.parameters()):
+            target.lerp_(online.detach(), 1.0 - self.momentum)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, momentum={self.momentum}, queue_size={self.queue_size}"

@@ -1,0 +1,74 @@
+"""SimCLR's NT-Xent loss with MCL's group mask.
+
+MCL's feature-aware negative sampling says an anchor's negatives come only from its own group (the
+intersection of earlier stages' clusters). The batch sampler already draws batches from few groups; the mask
+here makes the rule exact when a batch mixes groups: cross-group pairs are dropped from the denominator.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mcl_ray.errors import DataError
+from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
+from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_with_grad, is_distributed
+from mcl_ray.objectives.registry import register_objective
+
+
+def nt_xent_loss(
+    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
+) -> Tensor:
+    """Mean NT-Xent over this worker's 2B anchors (both views of each sample).
+
+    z1, z2: [B, D] projections of two views (L2-normalised here). Anchor i's positive is its other view; its
+    negatives are every other embedding (of the global batch when `gather`) with the same group label.
+    An anchor left with no negatives contributes log(e^s / e^s) = 0. Computed in at least float32 so
+    mixed-precision callers stay stable at small temperatures.
+    """
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise DataError(
+            f"z1, z2: expected two [B, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    check_temperature(temperature)
+    check_groups(groups, z1.shape[0])
+    batch = z1.shape[0]
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    local = F.normalize(torch.cat([z1, z2]).to(dtype), dim=1)  # rows [view1 of 0..B-1, view2 of 0..B-1]
+    local_groups = None if groups is None else torch.cat([groups, groups])
+
+    everything, everything_groups, offset = local, local_groups, 0
+    if gather and is_distributed():
+        sizes = gather_sizes(2 * batch, local.device)
+        offset = sum(sizes[: torch.distributed.get_rank()])
+        everything = gather_with_grad(local, sizes)
+        if local_groups is not None:
+            everything_groups = gather_no_grad(local_groups, sizes)
+
+    logits = local @ everything.T / temperature  # [2B, N_global]
+    rows = torch.arange(2 * batch, device=local.device)
+    self_cols = offset + rows
+    positive_cols = offset + (rows + batch) % (2 * batch)
+    excluded = torch.zeros_like(logits, dtype=torch.bool)
+    excluded[rows, self_cols] = True
+    if local_groups is not None:
+        excluded |= local_groups[:, None] != everything_groups[None, :]
+    excluded[rows, positive_cols] = False  # the positive always stays, so logsumexp is finite
+    positives = logits[rows, positive_cols]
+    losses = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1) - positives
+    return losses.mean()
+
+
+@register_objective("simclr")
+class SimCLR(ContrastiveMethod):
+    """SimCLR: one encoder, NT-Xent between the projections of two views."""
+
+    def __init__(self, encoder: nn.Module, *, temperature: float, gather: bool = False) -> None:
+        super().__init__(encoder, temperature=temperature, gather=gather)
+
+    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> Tensor:
+        _, z1 = self.encoder(view1)
+        _, z2 = self.encoder(view2)
+        return nt_xent_loss(z1, z2, self.temperature, groups, gather=self.gather)

@@ -1,0 +1,32 @@
+"""Embed a whole image set without augmentation (for clustering, kNN and probes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mcl_ray.data.augment import AugmentSpec, normalize_batch
+
+
+@torch.no_grad()
+def embed_images(
+    encoder: torch.nn.Module,
+    images: np.ndarray,
+    spec: AugmentSpec,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """Return {'backbone': [N, F], 'projector': [N, D]} float32 arrays (eval mode, no grad)."""
+    was_training = encoder.training
+    encoder.eval()
+    feats: list[np.ndarray] = []
+    projs: list[np.ndarray] = []
+    source = torch.from_numpy(np.ascontiguousarray(images))
+    for start in range(0, len(source), batch_size):
+        batch = source[start : start + batch_size].to(device, non_blocking=True)
+        h, z = encoder(normalize_batch(batch, spec))
+        feats.append(h.float().cpu().numpy())
+        projs.append(z.float().cpu().numpy())
+    encoder.train(was_training)
+    return {"backbone": np.concatenate(feats), "projector": np.concatenate(projs)}

@@ -1,0 +1,205 @@
+"""Train one MCL stage: contrastive training where each batch's negatives stay inside the anchor's group.
+
+This function knows nothing about Ray. The Ray engine calls it inside every Train worker and passes its rank,
+world size, a model wrapper (DDP) and a report hook through `StageContext`; run locally it uses the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.data.augment import BatchAugment
+from mcl_ray.data.base import ImageSet
+from mcl_ray.errors import TrainingError
+from mcl_ray.eval.knn import knn_accuracy
+from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
+from mcl_ray.models.encoder import Encoder, build_encoder
+from mcl_ray.objectives.registry import build_objective
+from mcl_ray.train.embed import embed_images
+from mcl_ray.train.optim import build_optimizer, build_scheduler
+from mcl_ray.train.specs import augment_spec, resolve_device
+
+log = logging.getLogger("mcl_ray")
+
+
+@dataclass
+class StageContext:
+    """How the stage runs: locally (defaults) or as one worker of a distributed job."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m
+    on_epoch_end: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None
+    progress: bool = True
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class StageResult:
+    encoder: Encoder
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class OnlineProbe:
+    """A small labelled subsample for the per-epoch kNN check (one attribute is enough to see progress)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    attribute: str
+
+    @classmethod
+    def from_sets(cls, probe: ImageSet, test: ImageSet, samples: int, seed: int) -> "OnlineProbe | None":
+        if not probe.attributes or not test.attributes:
+            return None
+        attribute = next(a for a in probe.attributes if a in test.attributes)
+        rng = np.random.default_rng(seed)
+        tr = rng.permutation(len(probe))[:samples]
+        te = rng.permutation(len(test))[:samples]
+        return cls(probe.images[tr], probe.attributes[attribute][tr], test.images[te], test.attributes[attribute][te], attribute)
+
+
+def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
+    return cfg.seed * 1009 + stage
+
+
+def check_finite(loss: torch.Tensor, stage: int, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss).all():
+        raise TrainingError(
+            f"stage {stage}, epoch {epoch}, step {step}: loss is {loss.item()} (non-finite). "
+            "Lower train.lr, raise objective.temperature or enable train.grad_clip."
+        )
+
+
+def train_stage(
+    cfg: ExperimentConfig,
+    stage: int,
+    train_set: ImageSet,
+    groups: np.ndarray | None = None,
+    *,
+    ctx: StageContext | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    resume_state: dict[str, Any] | None = None,
+    online_probe: OnlineProbe | None = None,
+) -> StageResult:
+    """Train stage `stage` (0-based) on `train_set`, negatives restricted to `groups` (None = stage 1)."""
+    ctx = ctx or StageContext()
+    device = ctx.device or resolve_device(cfg.train.device)
+    seed = stage_seed(cfg, stage)
+    torch.manual_seed(seed * 100 + ctx.rank)
+
+    encoder = build_encoder(cfg.model, cfg.data.image_size)
+    if init_state is not None:
+        encoder.load_state_dict(init_state)
+    method = build_objective(
+        cfg.objective.name,
+        encoder,
+        temperature=cfg.temperature(stage),
+        gather=cfg.objective.gather and ctx.world_size > 1,
+        momentum=cfg.objective.momentum,
+        queue_size=cfg.objective.queue_size,
+    ).to(device)
+    model = ctx.wrap_model(method)
+
+    sampler = GroupBatchSampler(
+        groups,
+        num_samples=len(train_set),
+        global_batch_size=cfg.train.batch_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=seed,
+    )
+    steps_per_epoch = len(sampler)
+    optimizer = build_optimizer(method, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
+    augment = BatchAugment(augment_spec(cfg)).to(device)
+
+    start_epoch, history = 0, []
+    if resume_state is not None:
+        method.load_state_dict(resume_state["method"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        start_epoch = int(resume_state["epoch"]) + 1
+        history = list(resume_state.get("history", []))
+
+    images = torch.from_numpy(np.ascontiguousarray(train_set.images))
+    group_ids = torch.from_numpy(np.zeros(len(train_set), np.int64) if groups is None else np.asarray(groups, np.int64))
+    use_amp = cfg.train.amp and device.type == "cuda"
+    if ctx.is_main and groups is not None:
+        log.info("stage %d sampling plan: %s", stage + 1, plan_summary(sampler, 0))
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        sampler.set_epoch(epoch)
+        method.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for step, idx in enumerate(sampler):
+            global_step = epoch * steps_per_epoch + step
+            scheduler.step_update(global_step)
+            index = torch.as_tensor(idx, dtype=torch.long)
+            batch = images[index].to(device, non_blocking=True)
+            view1, view2 = augment(batch), augment(batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = model(view1, view2, group_ids[index].to(device))
+            check_finite(loss, stage + 1, epoch + 1, step + 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            method.after_step()
+            loss_sum += float(loss.detach())
+            seen += len(idx)
+            if ctx.is_main and ctx.progress and (step + 1) % cfg.train.log_every == 0:
+                log.info(
+                    "stage %d epoch %d/%d step %d/%d loss %.4f",
+                    stage + 1, epoch + 1, cfg.train.epochs, step + 1, steps_per_epoch, loss_sum / (step + 1),
+                )
+        elapsed = time.perf_counter() - t0
+        metrics: dict[str, Any] = {
+            "stage": stage + 1,
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(steps_per_epoch, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+        every = cfg.eval.online_knn_every
+        if online_probe is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs):
+            metrics[f"online_knn_{online_probe.attribute}"] = online_knn(encoder, online_probe, cfg, device)
+        history.append(metrics)
+        if ctx.is_main and ctx.progress:
+            extra = "".join(f" {k} {v:.3f}" for k, v in metrics.items() if k.startswith("online_knn"))
+            log.info(
+                "stage %d epoch %d/%d loss %.4f %.0f img/s%s",
+                stage + 1, epoch + 1, cfg.train.epochs, metrics["loss"], metrics["images_per_s"], extra,
+            )
+        if ctx.on_epoch_end is not None:
+            ctx.on_epoch_end(metrics, lambda e=epoch: {
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": e, "history": history,
+            })
+    return StageResult(encoder=encoder, history=history)
+
+
+def online_knn(encoder: Encoder, probe: OnlineProbe, cfg: ExperimentConfig, device: torch.device) -> float:
+    spec = augment_spec(cfg)
+    train = embed_images(encoder, probe.train_images, spec, device=device)["backbone"]
+    test = embed_images(encoder, probe.test_images, spec, device=device)["backbone"]
+    acc = knn_accuracy(
+        torch.from_numpy(train), torch.from_numpy(probe.train_labels), torch.from_numpy(test),
+        torch.from_numpy(probe.test_labels), k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
+    )
+    return float(acc) if not math.isnan(acc) else 0.0
