@@ -12,6 +12,7 @@ A per-op section times kornia's crop/flip and colour jitter against the replacem
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -34,8 +35,9 @@ from mcl_ray.data.augment import (
 
 BATCH = 256
 NOTE = (
-    "measured on a 2-core machine shared with other helpers running tests and builds in parallel; "
-    "absolute figures are noisy, the ratios taken in the same run are the point"
+    "measured on a 2-core machine shared with other helpers running tests, training and benchmarks in parallel "
+    "(see load_avg); absolute figures are noisy. With 2 torch threads, every elementwise op waits for a second "
+    "core that another process holds, so the 2-thread batched rows can be several times slower than 1 thread"
 )
 
 
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.n, args.sizes, args.repeats = 1000, [32], 1
 
+    load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     ops: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(ops))
     path = write_result("augment", {
         "note": NOTE,
+        "load_avg": {"before": load_before, "after": os.getloadavg()},
         "settings": {"n": args.n, "sizes": args.sizes, "batch_size": BATCH, "views": 2, "workers": args.workers,
                      "batched_torch_threads": args.threads, "pil_torch_threads": default_threads,
                      "ops_torch_threads": min(args.threads), "repeats": args.repeats, "quick": args.quick,

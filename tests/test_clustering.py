@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from mcl_ray.errors import ConfigError, DataError
 from mcl_ray.mcl.cluster_stats import cluster_stats
-from mcl_ray.mcl.clustering import KMeansResult, assign, faiss_gpu_available, kmeans
+from mcl_ray.mcl.clustering import KMeansResult, assign, faiss_gpu_available, kmeans, kmeans_plusplus
 
 
 def blobs(n: int, d: int, centres: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +109,19 @@ def test_kmeans_trains_on_all_points_by_default(monkeypatch) -> None:
     assert seen == [5000]  # faiss's default would subsample to 256 points per centroid
 
 
+def test_kmeans_plusplus_seeds_on_a_bounded_sample(monkeypatch) -> None:
+    from mcl_ray.mcl import clustering
+
+    seen: list[int] = []
+    original = clustering.kmeans_plusplus
+    monkeypatch.setattr(
+        clustering, "kmeans_plusplus", lambda x, k, **kw: (seen.append(len(x)), original(x, k, **kw))[1]
+    )
+    x, _ = blobs(clustering.SEED_MIN_POINTS + 3000, 4, 3, noise=0.3, seed=12)
+    kmeans(x, 3, seed=0, niter=2, nredo=2)
+    assert seen == [clustering.SEED_MIN_POINTS] * 2  # one seeding per redo
+
+
 def test_nredo_and_random_init_are_accepted() -> None:
     x, _ = blobs(400, 8, 4, noise=0.3, seed=7)
     one = kmeans(x, 4, seed=0, init="random")
@@ -130,6 +143,36 @@ def test_num_threads_is_restored_after_the_call() -> None:
     x, _ = blobs(200, 4, 3, noise=0.3, seed=8)
     kmeans(x, 3, num_threads=1)
     assert faiss.omp_get_max_threads() == before
+
+
+# --- k-means++ seeding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kmeans_plusplus_puts_one_seed_in_every_separated_cluster(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 200, size=8)  # very uneven clusters
+    mus = rng.standard_normal((8, 16)).astype(np.float32)
+    truth = np.repeat(np.arange(8), sizes)
+    x = mus[truth] + 0.02 * rng.standard_normal((len(truth), 16)).astype(np.float32)
+    seeds = kmeans_plusplus(x, 8, seed=seed)
+    rows = [int(np.flatnonzero((x == s).all(axis=1))[0]) for s in seeds]  # every seed is a data row
+    assert sorted(truth[rows]) == list(range(8))
+
+
+def test_kmeans_plusplus_is_seeded_and_greedy_beats_single_trial() -> None:
+    x, _ = blobs(3000, 32, 40, noise=0.4, seed=11)
+    np.testing.assert_array_equal(kmeans_plusplus(x, 40, seed=1), kmeans_plusplus(x, 40, seed=1))
+    potential = lambda c: brute_force(x, c)[1].sum()  # noqa: E731
+    greedy = np.mean([potential(kmeans_plusplus(x, 40, seed=s)) for s in range(4)])
+    single = np.mean([potential(kmeans_plusplus(x, 40, seed=s, n_local_trials=1)) for s in range(4)])
+    assert greedy < single
+
+
+def test_kmeans_plusplus_copes_with_duplicate_rows() -> None:
+    x = np.repeat(np.eye(2, 4, dtype=np.float32), 5, axis=0)  # 10 rows, 2 distinct
+    seeds = kmeans_plusplus(x, 4, seed=0)
+    assert seeds.shape == (4, 4) and np.unique(seeds, axis=0).shape[0] == 2
 
 
 # --- assign -----------------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ def cluster_stats(
             values = np.asarray(values)
             if values.shape != labels.shape:
                 raise DataError(
-                    f"attribute '{name}' has shape {tuple(values.shape)} but labels have {tuple(labels.shape)}"
+                    f"attribute '{name}' has shape {tuple(values.shape)} "
+                    f"but labels have {tuple(labels.shape)}"
                 )
             stats["attributes"][name] = {
                 "nmi": float(normalized_mutual_info_score(values, labels)),

@@ -7,7 +7,6 @@ world size, a model wrapper (DDP) and a report hook through `StageContext`; run 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,23 +54,25 @@ class StageResult:
 
 @dataclass
 class OnlineProbe:
-    """A small labelled subsample for the per-epoch kNN check (one attribute is enough to see progress)."""
+    """A small labelled subsample for the per-epoch kNN check, one accuracy per known attribute."""
 
     train_images: np.ndarray
-    train_labels: np.ndarray
+    train_labels: dict[str, np.ndarray]
     test_images: np.ndarray
-    test_labels: np.ndarray
-    attribute: str
+    test_labels: dict[str, np.ndarray]
 
     @classmethod
     def from_sets(cls, probe: ImageSet, test: ImageSet, samples: int, seed: int) -> "OnlineProbe | None":
-        if not probe.attributes or not test.attributes:
+        names = [a for a in probe.attributes if a in test.attributes]
+        if not names:
             return None
-        attribute = next(a for a in probe.attributes if a in test.attributes)
         rng = np.random.default_rng(seed)
-        tr = rng.permutation(len(probe))[:samples]
-        te = rng.permutation(len(test))[:samples]
-        return cls(probe.images[tr], probe.attributes[attribute][tr], test.images[te], test.attributes[attribute][te], attribute)
+        tr = np.sort(rng.permutation(len(probe))[:samples])
+        te = np.sort(rng.permutation(len(test))[:samples])
+        return cls(
+            probe.images[tr], {a: probe.attributes[a][tr] for a in names},
+            test.images[te], {a: test.attributes[a][te] for a in names},
+        )
 
 
 def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
@@ -179,7 +180,7 @@ def train_stage(
         }
         every = cfg.eval.online_knn_every
         if online_probe is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs):
-            metrics[f"online_knn_{online_probe.attribute}"] = online_knn(encoder, online_probe, cfg, device)
+            metrics.update(online_knn(encoder, online_probe, cfg, device))
         history.append(metrics)
         if ctx.is_main and ctx.progress:
             extra = "".join(f" {k} {v:.3f}" for k, v in metrics.items() if k.startswith("online_knn"))
@@ -194,12 +195,15 @@ def train_stage(
     return StageResult(encoder=encoder, history=history)
 
 
-def online_knn(encoder: Encoder, probe: OnlineProbe, cfg: ExperimentConfig, device: torch.device) -> float:
+def online_knn(encoder: Encoder, probe: OnlineProbe, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
+    """kNN accuracy of the backbone features on the probe subsample, per attribute."""
     spec = augment_spec(cfg)
-    train = embed_images(encoder, probe.train_images, spec, device=device)["backbone"]
-    test = embed_images(encoder, probe.test_images, spec, device=device)["backbone"]
-    acc = knn_accuracy(
-        torch.from_numpy(train), torch.from_numpy(probe.train_labels), torch.from_numpy(test),
-        torch.from_numpy(probe.test_labels), k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
-    )
-    return float(acc) if not math.isnan(acc) else 0.0
+    train = torch.from_numpy(embed_images(encoder, probe.train_images, spec, device=device)["backbone"])
+    test = torch.from_numpy(embed_images(encoder, probe.test_images, spec, device=device)["backbone"])
+    return {
+        f"online_knn_{name}": knn_accuracy(
+            train, torch.from_numpy(probe.train_labels[name]), test, torch.from_numpy(probe.test_labels[name]),
+            k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
+        )
+        for name in probe.train_labels
+    }

@@ -1,0 +1,216 @@
+"""Feature suppression on Trifeature: does MCL recover the attributes a 1-stage contrastive run ignores?
+
+Side by side, for each seed:
+  * baseline-E  : 1 stage, E epochs (the same epochs as one MCL stage). This is exactly MCL's stage 1 (same
+                  config, seed and data; the trainer is deterministic), so it is read from the MCL run.
+  * baseline-SE : 1 stage, S*E epochs (the same total compute as all MCL stages), its own run.
+  * MCL         : S stages of E epochs; each stage alone and the integrated (concatenated) representation.
+Per attribute (shape, texture, colour) it reports kNN and linear-probe accuracy on held-out images, averaged
+over seeds, writes bench/results/suppression.json and a PNG plot, and checks the targets:
+  * on the attribute the same-epochs baseline suppresses most, integrated MCL gains >= 5 points;
+  * no attribute loses more than 2 points;
+  * against the equal-compute baseline: reported (goal: match or beat).
+
+    python -m bench.suppression            # full run (about 25 min on a 2-core CPU)
+    python -m bench.suppression --quick    # smoke run (a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS_DIR, format_table, write_result
+from mcl_ray.config import load_config
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.data.from_config import load_experiment_data
+from mcl_ray.train.pipeline import run_local
+
+ATTRIBUTES = ("shape", "texture", "color")
+METRICS = ("knn", "linear")
+
+
+def make_config(args: argparse.Namespace, seed: int, stages: int, epochs: int, name: str) -> ExperimentConfig:
+    overrides = [
+        f"name={name}",
+        f"seed={seed}",
+        f"output_dir={args.workdir}",
+        f"data.root={args.data_root}",
+        f"data.train_size={args.train_size}",
+        f"data.test_size={args.test_size}",
+        f"data.image_size={args.image_size}",
+        f"model.backbone={args.backbone}",
+        f"mcl.stages={stages}",
+        f"mcl.clusters={args.clusters}",
+        f"train.epochs={epochs}",
+        f"train.batch_size={args.batch_size}",
+        f"train.lr={args.lr}",
+        f"objective.temperature={args.temperature}",
+        f"eval.online_knn_every={args.online_every}",
+        f"eval.online_knn_samples={args.online_samples}",
+        "train.log_every=100000",
+    ]
+    return load_config(args.config, overrides)
+
+
+def accuracy_table(evals: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{a}/{m}": evals[a][m] for a in ATTRIBUTES for m in METRICS if a in evals and m in evals[a]}
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    mcl_cfg = make_config(args, seed, args.stages, args.epochs, f"mcl-seed{seed}")
+    data = load_experiment_data(mcl_cfg.data)
+    t0 = time.perf_counter()
+    mcl = run_local(mcl_cfg, data=data, progress=args.verbose)
+    mcl_s = time.perf_counter() - t0
+    long_cfg = make_config(args, seed, 1, args.stages * args.epochs, f"baseline-long-seed{seed}")
+    t0 = time.perf_counter()
+    long = run_local(long_cfg, data=data, progress=args.verbose)
+    long_s = time.perf_counter() - t0
+    out = {
+        "seed": seed,
+        "baseline_same_epochs": accuracy_table(mcl.stages[0].stage_eval),
+        "baseline_equal_compute": accuracy_table(long.stages[0].stage_eval),
+        "mcl_stage": [accuracy_table(s.stage_eval) for s in mcl.stages],
+        "mcl_integrated": [accuracy_table(s.integrated_eval) for s in mcl.stages],
+        "cluster_nmi": [
+            {a: s.cluster["groups"]["attributes"][a]["nmi"] for a in ATTRIBUTES} if s.cluster else None
+            for s in mcl.stages
+        ],
+        "baseline_equal_compute_curve": long.stages[0].history,
+        "mcl_curves": [s.history for s in mcl.stages],
+        "seconds": {"mcl": mcl_s, "baseline_equal_compute": long_s},
+    }
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def aggregate(per_seed: list[dict[str, Any]], stages: int) -> dict[str, dict[str, list[float]]]:
+    """{row name: {attr/metric: [mean, std]}} over seeds."""
+    rows: dict[str, list[dict[str, float]]] = {
+        f"baseline {1}x": [r["baseline_same_epochs"] for r in per_seed],
+        f"baseline {stages}x (equal compute)": [r["baseline_equal_compute"] for r in per_seed],
+    }
+    for s in range(stages):
+        rows[f"MCL stage {s + 1} alone"] = [r["mcl_stage"][s] for r in per_seed]
+        rows[f"MCL integrated 1..{s + 1}"] = [r["mcl_integrated"][s] for r in per_seed]
+    return {name: {k: list(mean_std([t[k] for t in tables])) for k in tables[0]} for name, tables in rows.items()}
+
+
+def check_targets(summary: dict, stages: int, metric: str) -> dict[str, Any]:
+    base = summary["baseline 1x"]
+    equal = summary[f"baseline {stages}x (equal compute)"]
+    final = summary[f"MCL integrated 1..{stages}"]
+    suppressed = min(ATTRIBUTES, key=lambda a: base[f"{a}/{metric}"][0])
+    gains = {a: 100 * (final[f"{a}/{metric}"][0] - base[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
+    vs_equal = {a: 100 * (final[f"{a}/{metric}"][0] - equal[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
+    return {
+        "metric": metric,
+        "suppressed_attribute": suppressed,
+        "gain_points_vs_same_epochs": gains,
+        "gain_points_vs_equal_compute": vs_equal,
+        "target_suppressed_gain_ge_5": gains[suppressed] >= 5.0,
+        "target_no_loss_gt_2": all(g >= -2.0 for g in gains.values()),
+        "matches_or_beats_equal_compute_on_suppressed": vs_equal[suppressed] >= 0.0,
+        "no_attribute_below_equal_compute_by_gt_2": all(g >= -2.0 for g in vs_equal.values()),
+    }
+
+
+def plot(summary: dict, stages: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(METRICS), len(ATTRIBUTES), figsize=(4 * len(ATTRIBUTES), 3.2 * len(METRICS)))
+    xs = np.arange(1, stages + 1)
+    for i, metric in enumerate(METRICS):
+        for j, attr in enumerate(ATTRIBUTES):
+            ax = axes[i, j]
+            key = f"{attr}/{metric}"
+            for prefix, style in (("MCL integrated 1..", "o-"), ("MCL stage ", "s--")):
+                names = [f"{prefix}{s}" + ("" if prefix.startswith("MCL integrated") else " alone") for s in xs]
+                mean = np.array([summary[n][key][0] for n in names])
+                std = np.array([summary[n][key][1] for n in names])
+                label = "MCL integrated" if "integrated" in prefix else "MCL stage alone"
+                ax.errorbar(xs, mean, yerr=std, fmt=style, capsize=3, label=label)
+            for name, color in (("baseline 1x", "grey"), (f"baseline {stages}x (equal compute)", "black")):
+                ax.axhline(summary[name][key][0], color=color, linestyle=":", label=name)
+            ax.set_title(f"{attr} — {metric}")
+            ax.set_xlabel("stage")
+            ax.set_xticks(xs)
+            ax.set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="base YAML (default: built-in defaults)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--stages", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=8, help="epochs per MCL stage (E)")
+    p.add_argument("--clusters", type=int, default=10)
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=5000)
+    p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--online-every", type=int, default=2, help="epochs between online kNN checks (plateau curves)")
+    p.add_argument("--online-samples", type=int, default=1000)
+    p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
+    p.add_argument("--workdir", default="runs/bench-suppression")
+    p.add_argument("--name", default="suppression", help="result name under bench/results/")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.train_size, args.test_size = [0], 1, 600, 300
+        args.backbone, args.name = "test_resnet", "suppression-quick"
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mcl_ray").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    t0 = time.perf_counter()
+    per_seed = []
+    for seed in args.seeds:
+        print(f"seed {seed}: MCL {args.stages}x{args.epochs} epochs, then baseline {args.stages * args.epochs} epochs", flush=True)
+        per_seed.append(run_seed(args, seed))
+    summary = aggregate(per_seed, args.stages)
+    targets = {m: check_targets(summary, args.stages, m) for m in METRICS}
+    rows = [{"representation": name, **{k: f"{v[0]:.3f}±{v[1]:.3f}" for k, v in cols.items()}} for name, cols in summary.items()]
+    print(format_table(rows))
+    for metric, t in targets.items():
+        print(f"[{metric}] suppressed attribute: {t['suppressed_attribute']}; gain vs same-epochs baseline "
+              f"(points): {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_same_epochs'].items())}; "
+              f"vs equal-compute: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_equal_compute'].items())}")
+    png = RESULTS_DIR / f"{args.name}.png"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    plot(summary, args.stages, png)
+    settings = {k: v for k, v in vars(args).items() if k not in ("verbose",)}
+    path = write_result(args.name, {
+        "settings": settings,
+        "summary_mean_std": summary,
+        "targets": targets,
+        "per_seed": per_seed,
+        "plot": png.name,
+        "total_seconds": time.perf_counter() - t0,
+    })
+    print(f"wrote {path} and {png} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

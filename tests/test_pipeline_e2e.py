@@ -1,0 +1,119 @@
+"""End to end: two MCL stages of a tiny model on a small Trifeature, plus the failure paths users hit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_ray.cli import main
+from mcl_ray.config import load_config
+from mcl_ray.data.from_config import load_experiment_data
+from mcl_ray.errors import TrainingError
+from mcl_ray.train import stage as stage_module
+from mcl_ray.train.pipeline import results_table, run_local
+from mcl_ray.train.stage import train_stage
+
+TINY = [
+    "data.train_size=300", "data.test_size=150", "data.image_size=16",
+    "model.backbone=test_resnet", "model.proj_hidden_dim=32", "model.proj_dim=16",
+    "train.epochs=2", "train.batch_size=64", "mcl.stages=2", "mcl.clusters=4",
+    "eval.linear_epochs=20", "eval.online_knn_samples=100", "train.device=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny_config(tmp_path, data_root, *extra):
+    return load_config(overrides=[*TINY, f"output_dir={tmp_path}", f"data.root={data_root}", *extra])
+
+
+def test_two_stage_run_writes_everything(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root)
+    result = run_local(cfg, progress=False)
+    run_dir = tmp_path / cfg.name
+    assert len(result.stages) == 2
+    for k in (1, 2):
+        d = run_dir / f"stage_{k}"
+        state = torch.load(d / "encoder.pt", weights_only=True)
+        assert any(key.startswith("backbone.") for key in state)
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert set(metrics["integrated_eval"]) == {"shape", "texture", "color"}
+        history = json.loads((d / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert all(np.isfinite(h["loss"]) and "online_knn_color" in h for h in history)
+    groups = np.load(run_dir / "stage_1" / "groups.npy")
+    assert groups.shape == (300,) and 2 <= len(np.unique(groups)) <= 4
+    assert not (run_dir / "stage_2" / "groups.npy").exists()  # no clustering after the last stage
+    # integrated representation after stage 2 = concatenation of both stages' features
+    emb = [np.load(run_dir / f"stage_{k}" / "test_embeddings.npy") for k in (1, 2)]
+    assert emb[0].shape == emb[1].shape == (150, 96)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == [1, 2]
+    table = results_table(result)
+    assert "shape/knn" in table and "integrated" in table
+    # colour is the easy attribute: a trained model separates it far above chance (0.1)
+    assert result.stages[-1].integrated_eval["color"]["knn"] > 0.5
+
+
+def test_stage_training_is_deterministic(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=1", "eval.online_knn_every=0")
+    data = load_experiment_data(cfg.data)
+    groups = np.arange(len(data.pretrain)) % 3
+    a = train_stage(cfg, 1, data.pretrain, groups).encoder.state_dict()
+    b = train_stage(cfg, 1, data.pretrain, groups).encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = train_stage(cfg, 1, data.pretrain, None).encoder.state_dict()  # groups change the negatives
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+class NaNAfter(torch.nn.Module):
+    """Wraps a real method and returns NaN from stage 2 on, to test what survives a diverging stage."""
+
+    def __init__(self, inner, stage):
+        super().__init__()
+        self.inner, self.stage = inner, stage
+
+    def forward(self, v1, v2, groups=None):
+        loss = self.inner(v1, v2, groups)
+        return loss * float("nan") if self.stage >= 1 else loss
+
+    def after_step(self):
+        self.inner.after_step()
+
+
+def test_nan_loss_names_stage_epoch_step_and_keeps_finished_stages(tmp_path, data_root, monkeypatch):
+    cfg = tiny_config(tmp_path, data_root)
+    real_build = stage_module.build_objective
+    calls = []
+
+    def build(name, encoder, **kw):
+        calls.append(name)
+        return NaNAfter(real_build(name, encoder, **kw), len(calls) - 1)
+
+    monkeypatch.setattr(stage_module, "build_objective", build)
+    with pytest.raises(TrainingError, match=r"stage 2, epoch 1, step 1: loss is nan"):
+        run_local(cfg, progress=False)
+    assert (tmp_path / cfg.name / "stage_1" / "metrics.json").exists()  # finished work kept
+    assert not (tmp_path / cfg.name / "stage_2").exists()  # no half-written stage that looks finished
+
+
+def test_cli_train_and_validate(tmp_path, data_root, capsys):
+    code = main(["train", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", f"data.root={data_root}",
+                 "--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "color/knn" in out and "results:" in out
+    assert main(["validate", "objective.temprature=0.3"]) == 2
+    assert "did you mean 'objective.temperature'" in capsys.readouterr().err
+
+
+def test_cli_reports_missing_data_before_training(tmp_path, capsys):
+    code = main(["train", "data.name=imagefolder", f"data.root={tmp_path / 'missing'}", "--output", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and not (tmp_path / "mcl" / "stage_1").exists()
