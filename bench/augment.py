@@ -35,9 +35,8 @@ from mcl_ray.data.augment import (
 
 BATCH = 256
 NOTE = (
-    "measured on a 2-core machine shared with other helpers running tests, training and benchmarks in parallel "
-    "(see load_avg); absolute figures are noisy. With 2 torch threads, every elementwise op waits for a second "
-    "core that another process holds, so the 2-thread batched rows can be several times slower than 1 thread"
+    "load_avg records the machine's load before and after the run: on a busy 2-core machine every 2-thread "
+    "elementwise op waits for a core another process holds, so 2-thread rows are only comparable on a quiet machine"
 )
 
 

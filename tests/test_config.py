@@ -76,3 +76,9 @@ def test_per_stage_lists():
     cfg = load_config(overrides=["mcl.stages=3", "mcl.clusters=[4,8]", "mcl.temperatures=[0.1,0.2,0.3]"], check_names=False)
     assert [cfg.mcl.clusters_after(s) for s in range(2)] == [4, 8]
     assert [cfg.temperature(s) for s in range(3)] == [0.1, 0.2, 0.3]
+
+
+def test_pretrain_split_checked_against_the_data_set():
+    assert load_config(overrides=["data.name=stl10", "data.pretrain_split=unlabeled"], check_names=False)
+    with pytest.raises(ConfigError, match="pretrain_split"):
+        load_config(overrides=["data.pretrain_split=unlabeled"], check_names=False)

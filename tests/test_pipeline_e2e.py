@@ -117,3 +117,48 @@ def test_cli_reports_missing_data_before_training(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "missing" in err and not (tmp_path / "mcl" / "stage_1").exists()
+
+
+def params(path):
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+
+
+def close(a, b):
+    return all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_stage_initialisation_modes(tmp_path, data_root):
+    """lr ~ 0 keeps weights where they started, which shows where each stage started from."""
+    frozen = ["train.lr=1e-12", "train.weight_decay=0", "eval.online_knn_every=0", "eval.linear=false"]
+    base = tiny_config(tmp_path / "a", data_root, "name=a")
+    run_local(base, progress=False)
+    stage1 = tmp_path / "a" / "a" / "stage_1" / "encoder.pt"
+
+    fresh = tiny_config(tmp_path / "b", data_root, "name=b", *frozen)
+    run_local(fresh, progress=False)
+    b1, b2 = (params(tmp_path / "b" / "b" / f"stage_{k}" / "encoder.pt") for k in (1, 2))
+    assert not close(b1, b2)  # fresh: each stage has its own initialisation
+
+    prev = tiny_config(tmp_path / "c", data_root, "name=c", "mcl.init=previous", *frozen)
+    run_local(prev, progress=False)
+    c1, c2 = (params(tmp_path / "c" / "c" / f"stage_{k}" / "encoder.pt") for k in (1, 2))
+    assert close(c1, c2)  # previous: stage 2 continues from stage 1
+
+    ckpt = tiny_config(tmp_path / "d", data_root, "name=d", "mcl.init=pretrained", f"mcl.init_checkpoint={stage1}", *frozen)
+    run_local(ckpt, progress=False)
+    start = params(stage1)
+    for k in (1, 2):
+        assert close(params(tmp_path / "d" / "d" / f"stage_{k}" / "encoder.pt"), start)
+
+
+def test_init_checkpoint_errors(tmp_path, data_root):
+    from mcl_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init_checkpoint: file .* does not exist"):
+        tiny_config(tmp_path, data_root, "mcl.init=pretrained", f"mcl.init_checkpoint={tmp_path / 'nope.pt'}")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = tiny_config(tmp_path, data_root, "mcl.init=pretrained", f"mcl.init_checkpoint={bad}")
+    with pytest.raises(ConfigError, match="cannot load"):
+        run_local(cfg, progress=False)

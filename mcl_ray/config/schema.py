@@ -10,7 +10,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DATASET_NAMES = ("trifeature", "cifar10", "cifar100", "stl10", "imagefolder")
+from mcl_ray.data.registry import DATASETS as DATASET_NAMES
+from mcl_ray.data.registry import SPLITS
 
 
 class Strict(BaseModel):
@@ -36,6 +37,13 @@ class DataConfig(Strict):
         if v not in DATASET_NAMES:
             raise ValueError(f"unknown data set {v!r}; choose one of {', '.join(DATASET_NAMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _split(self) -> "DataConfig":
+        known = SPLITS.get(self.name, ())
+        if known and self.pretrain_split not in known:
+            raise ValueError(f"pretrain_split: {self.name} has splits {', '.join(known)}, not {self.pretrain_split!r}")
+        return self
 
 
 class AugmentConfig(Strict):
@@ -77,7 +85,10 @@ class MCLConfig(Strict):
     stages: int = Field(3, ge=1, le=32)
     clusters: Union[int, list[int]] = Field(10, description="K, shared or one per clustering step (stages - 1)")
     temperatures: Union[list[float], None] = Field(None, description="per-stage temperature; default shared")
-    init: Literal["fresh", "pretrained", "previous"] = "fresh"
+    init: Literal["fresh", "pretrained", "previous"] = Field(
+        "fresh", description="each stage starts fresh, from pretrained weights (timm or init_checkpoint), or from the previous stage"
+    )
+    init_checkpoint: Union[str, None] = Field(None, description="encoder state dict every stage starts from (init: pretrained)")
     cluster_on: Literal["backbone", "projector"] = "projector"
     integrate: Literal["backbone", "projector"] = "backbone"
     kmeans_iters: int = Field(20, ge=1)
@@ -172,8 +183,15 @@ class ExperimentConfig(Strict):
                 f"train.batch_size: {self.train.batch_size} is too small for {self.train.workers} workers "
                 f"(each worker needs at least 2 samples per step; use >= {2 * self.train.workers})"
             )
-        if self.mcl.init == "pretrained" and not self.model.pretrained:
-            raise ValueError("mcl.init: 'pretrained' needs model.pretrained: true")
+        if self.mcl.init == "pretrained" and not (self.model.pretrained or self.mcl.init_checkpoint):
+            raise ValueError("mcl.init: 'pretrained' needs model.pretrained: true or mcl.init_checkpoint")
+        if self.mcl.init_checkpoint:
+            from pathlib import Path
+
+            if self.mcl.init != "pretrained":
+                raise ValueError("mcl.init_checkpoint: only used with mcl.init: pretrained")
+            if not Path(self.mcl.init_checkpoint).expanduser().is_file():
+                raise ValueError(f"mcl.init_checkpoint: file {self.mcl.init_checkpoint} does not exist")
         return self
 
     def temperature(self, stage: int) -> float:

@@ -42,6 +42,16 @@ def as_labels(labels: np.ndarray | torch.Tensor, name: str, rows: int, feats_nam
     return tensor.long()
 
 
+def count_classes(labels: torch.Tensor, num_classes: int | None) -> int:
+    """Classes implied by the labels, or `num_classes` when given (it must cover every label)."""
+    classes = int(labels.max()) + 1
+    if num_classes is not None:
+        if num_classes < classes:
+            raise DataError(f"train_labels reach class {classes - 1} but num_classes is {num_classes}")
+        classes = int(num_classes)
+    return classes
+
+
 def check_same_dims(train: torch.Tensor, test: torch.Tensor) -> None:
     if train.shape[1] != test.shape[1]:
         raise DataError(
@@ -79,11 +89,7 @@ def knn_predict(
     test = as_features(test_feats, "test_feats")
     check_same_dims(train, test)
     labels = as_labels(train_labels, "train_labels", train.shape[0], "train_feats")
-    classes = int(labels.max()) + 1
-    if num_classes is not None:
-        if num_classes < classes:
-            raise DataError(f"train_labels reach class {classes - 1} but num_classes is {num_classes}")
-        classes = int(num_classes)
+    classes = count_classes(labels, num_classes)
 
     target = torch.device(device) if device is not None else train.device
     train = F.normalize(train.to(target, torch.float32), dim=1)

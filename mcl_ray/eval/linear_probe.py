@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mcl_ray.errors import ConfigError, DataError, TrainingError
-from mcl_ray.eval.knn import as_features, as_labels, check_same_dims
+from mcl_ray.eval.knn import as_features, count_classes, as_labels, check_same_dims
 
 
 @dataclass
@@ -65,11 +65,7 @@ def train_linear_probe(
         raise ConfigError(f"linear probe weight_decay must be >= 0, got {weight_decay!r}")
     feats = as_features(train_feats, "train_feats")
     labels = as_labels(train_labels, "train_labels", feats.shape[0], "train_feats")
-    classes = int(labels.max()) + 1
-    if num_classes is not None:
-        if num_classes < classes:
-            raise DataError(f"train_labels reach class {classes - 1} but num_classes is {num_classes}")
-        classes = int(num_classes)
+    classes = count_classes(labels, num_classes)
 
     target = torch.device(device) if device is not None else feats.device
     x = feats.to(target, torch.float32)

@@ -22,6 +22,7 @@ import torch
 from mcl_ray.config.loader import dump_config
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.from_config import ExperimentData, load_experiment_data
+from mcl_ray.errors import ConfigError
 from mcl_ray.eval.attributes import evaluate_features
 from mcl_ray.mcl.cluster_stats import cluster_stats
 from mcl_ray.mcl.clustering import kmeans
@@ -94,6 +95,17 @@ def evaluate(cfg: ExperimentConfig, probe_feats, test_feats, data: ExperimentDat
     )
 
 
+def load_init_checkpoint(cfg: ExperimentConfig) -> dict[str, torch.Tensor] | None:
+    """The encoder state every stage starts from when mcl.init is 'pretrained' with a checkpoint file."""
+    if cfg.mcl.init != "pretrained" or not cfg.mcl.init_checkpoint:
+        return None
+    path = Path(cfg.mcl.init_checkpoint).expanduser()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or not a state dict
+        raise ConfigError(f"mcl.init_checkpoint: cannot load {path}: {exc}") from None
+
+
 def run_local(cfg: ExperimentConfig, *, data: ExperimentData | None = None, progress: bool = True) -> ExperimentResult:
     """Run all `cfg.mcl.stages` stages; returns per-stage metrics and writes artifacts under the run directory."""
     device = resolve_device(cfg.train.device)
@@ -110,9 +122,10 @@ def run_local(cfg: ExperimentConfig, *, data: ExperimentData | None = None, prog
     probe_parts: list[np.ndarray] = []
     test_parts: list[np.ndarray] = []
     previous_state: dict[str, torch.Tensor] | None = None
+    start_state = load_init_checkpoint(cfg)
     for stage in range(cfg.mcl.stages):
         t0 = time.perf_counter()
-        init = previous_state if cfg.mcl.init == "previous" else None
+        init = previous_state if cfg.mcl.init == "previous" else start_state
         trained = train_stage(
             cfg, stage, data.pretrain, groups,
             ctx=StageContext(device=device, progress=progress), init_state=init, online_probe=probe_online,

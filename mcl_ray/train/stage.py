@@ -18,7 +18,7 @@ import torch.nn as nn
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.augment import BatchAugment
 from mcl_ray.data.base import ImageSet
-from mcl_ray.errors import TrainingError
+from mcl_ray.errors import ConfigError, TrainingError
 from mcl_ray.eval.knn import knn_accuracy
 from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
 from mcl_ray.models.encoder import Encoder, build_encoder
@@ -106,7 +106,10 @@ def train_stage(
 
     encoder = build_encoder(cfg.model, cfg.data.image_size)
     if init_state is not None:
-        encoder.load_state_dict(init_state)
+        try:
+            encoder.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise ConfigError(f"stage {stage + 1}: the initial weights do not fit model.backbone {cfg.model.backbone!r}: {exc}") from None
     method = build_objective(
         cfg.objective.name,
         encoder,

@@ -1,0 +1,105 @@
+"""Print the README's benchmark section from bench/results/*.json, so README figures are never typed by hand.
+
+    python -m bench.report > /tmp/bench.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.common import RESULTS_DIR
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(result: dict) -> str:
+    m = result["machine"]
+    return f"_{m.get('cpu', '?')}, {m['cpu_count']} cores, torch {m['torch']}, {m['date']}_"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def suppression(result: dict) -> str:
+    s = result["settings"]
+    summary = result["summary_mean_std"]
+    cols = [k for k in next(iter(summary.values()))]
+    rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in (summary[name][c] for c in cols)] for name in summary]
+    lines = [
+        f"**Feature suppression on Trifeature** (`python -m bench.suppression`; {s['backbone']}, "
+        f"{s['image_size']} px, {s['train_size']} train / {s['test_size']} test images, {s['stages']} stages x "
+        f"{s['epochs']} epochs, K={s['clusters']}, seeds {s['seeds']}, "
+        f"{result['total_seconds'] / 60:.1f} min in all). Held-out accuracy, mean ± std over seeds:",
+        "",
+        md_table(["representation"] + cols, rows),
+        "",
+    ]
+    for metric, t in result["targets"].items():
+        gains = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_same_epochs"].items())
+        equal = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_equal_compute"].items())
+        lines.append(
+            f"- {metric}: the suppressed attribute is **{t['suppressed_attribute']}**. Integrated MCL vs the "
+            f"same-epochs baseline, points: {gains}. Vs the equal-compute baseline: {equal}."
+        )
+    lines += ["", f"![suppression plot](bench/results/{result['plot']})", "", machine_line(result)]
+    return "\n".join(lines)
+
+
+def clustering(result: dict) -> str:
+    rows = [
+        [str(r["K"]), f"{r['faiss_s']:.2f}", f"{r['sklearn_s']:.2f}", f"{r['speedup']:.1f}x",
+         f"{r['inertia_gap_pct']:+.2f}%"]
+        for r in result["rows"]
+    ]
+    return "\n".join([
+        f"**Between-stage clustering** (`python -m bench.clustering`; N={result['data']['n']:,}, "
+        f"d={result['data']['d']}, {result['threads']['both']} threads each): faiss k-means vs scikit-learn MiniBatchKMeans (the official MCL code's "
+        "choice), inertia on all points (negative = faiss better).",
+        "",
+        md_table(["K", "faiss s", "sklearn s", "speed-up", "faiss inertia vs sklearn"], rows),
+        "",
+        f"Target (>= {result['target']['speedup_min']:.0f}x faster, inertia <= "
+        f"{result['target']['inertia_gap_pct_max']:.0f}% worse) met on every K: {result['all_meet_target']}.",
+        "",
+        machine_line(result),
+    ])
+
+
+def augment(result: dict) -> str:
+    rows = [
+        [str(r["size"]), r["pipeline"], r["setting"], f"{r['images_per_s']:,.0f}",
+         f"{r['batched_1t_over_this']:.2f}x", f"{r['batched_2t_over_this']:.2f}x"]
+        for r in result["throughput"]
+    ]
+    columns = ["px", "pipeline", "setting", "images/s", "batched 1 thread / this", "batched 2 threads / this"]
+    return "\n".join([
+        "**Augmentation** (`python -m bench.augment`): batched per-sample augmentation on the training device "
+        "vs a per-sample torchvision PIL pipeline in a DataLoader, two views per image, images/s.",
+        "",
+        md_table(columns, rows),
+        "",
+        machine_line(result),
+    ])
+
+
+def main() -> None:
+    parts = []
+    for name, render in (("suppression", suppression), ("clustering", clustering), ("augment", augment)):
+        result = load(name)
+        if result is not None:
+            try:
+                parts.append(render(result))
+            except KeyError as exc:  # result written by an older benchmark version
+                parts.append(f"({name}: result file lacks {exc}; re-run the benchmark)")
+    print("\n\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
