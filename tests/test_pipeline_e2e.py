@@ -68,8 +68,11 @@ def test_stage_training_is_deterministic(tmp_path, data_root):
     a = train_stage(cfg, 1, data.pretrain, groups).encoder.state_dict()
     b = train_stage(cfg, 1, data.pretrain, groups).encoder.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    c = train_stage(cfg, 1, data.pretrain, None).encoder.state_dict()  # groups change the negatives
+    c_result = train_stage(cfg, 1, data.pretrain, None, embed=True)
+    c = c_result.encoder.state_dict()  # groups change the negatives
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    emb = c_result.embeddings
+    assert emb["backbone"].shape == (len(data.pretrain), 96) and emb["projector"].shape == (len(data.pretrain), 16)
 
 
 class NaNAfter(torch.nn.Module):

@@ -129,10 +129,11 @@ def run_local(cfg: ExperimentConfig, *, data: ExperimentData | None = None, prog
         trained = train_stage(
             cfg, stage, data.pretrain, groups,
             ctx=StageContext(device=device, progress=progress), init_state=init, online_probe=probe_online,
+            embed=True,
         )
         encoder = trained.encoder
         previous_state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-        pre = embed_images(encoder, data.pretrain.images, spec, device=device)
+        pre = trained.embeddings
         probe = pre if same_probe else embed_images(encoder, data.probe.images, spec, device=device)
         test = embed_images(encoder, data.test.images, spec, device=device)
         key = cfg.mcl.integrate

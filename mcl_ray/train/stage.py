@@ -48,8 +48,11 @@ class StageContext:
 
 @dataclass
 class StageResult:
+    """The trained encoder, per-epoch metrics, and (when asked for) the training set's un-augmented embeddings."""
+
     encoder: Encoder
     history: list[dict[str, Any]] = field(default_factory=list)
+    embeddings: dict[str, np.ndarray] | None = None  # {"backbone": [N, F], "projector": [N, D]}
 
 
 @dataclass
@@ -97,8 +100,12 @@ def train_stage(
     init_state: dict[str, torch.Tensor] | None = None,
     resume_state: dict[str, Any] | None = None,
     online_probe: OnlineProbe | None = None,
+    embed: bool = False,
 ) -> StageResult:
-    """Train stage `stage` (0-based) on `train_set`, negatives restricted to `groups` (None = stage 1)."""
+    """Train stage `stage` (0-based) on `train_set`, negatives restricted to `groups` (None = stage 1).
+
+    embed=True also embeds the whole training set without augmentation (what the next clustering needs).
+    """
     ctx = ctx or StageContext()
     device = ctx.device or resolve_device(cfg.train.device)
     seed = stage_seed(cfg, stage)
@@ -195,7 +202,8 @@ def train_stage(
             ctx.on_epoch_end(metrics, lambda e=epoch: {
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": e, "history": history,
             })
-    return StageResult(encoder=encoder, history=history)
+    embeddings = embed_images(encoder, train_set.images, augment_spec(cfg), device=device) if embed else None
+    return StageResult(encoder=encoder, history=history, embeddings=embeddings)
 
 
 def online_knn(encoder: Encoder, probe: OnlineProbe, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
