@@ -56,3 +56,16 @@ def test_encoder_returns_features_and_projection():
     enc = build_encoder(ModelConfig(backbone="test_resnet", proj_hidden_dim=32, proj_dim=16), image_size=32)
     h, z = enc(torch.randn(3, 3, 32, 32))
     assert h.shape == (3, enc.feature_dim) and z.shape == (3, 16)
+
+
+@pytest.mark.parametrize("name, dim", [("vit_tiny_patch16_224", 192), ("vit_small_patch16_224", 384), ("vit_base_patch16_224", 768)])
+def test_vit_family_on_small_images(name, dim):
+    vit, features = build_backbone(name, image_size=32)
+    assert features == dim
+    assert vit.patch_embed.grid_size == (8, 8)  # patch 4 at 32 px
+    assert vit(torch.randn(1, 3, 32, 32)).shape == (1, dim)
+
+
+def test_resnet50_cifar_stem():
+    net, dim = build_backbone("resnet50", image_size=32, cifar_stem=True)
+    assert dim == 2048 and net.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 4
