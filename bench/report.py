@@ -44,9 +44,11 @@ def suppression(result: dict) -> str:
     for metric, t in result["targets"].items():
         gains = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_same_epochs"].items())
         equal = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_equal_compute"].items())
+        control = ", ".join(f"{a} {g:+.1f}" for a, g in t.get("gain_points_vs_ensemble_control", {}).items())
         lines.append(
             f"- {metric}: the suppressed attribute is **{t['suppressed_attribute']}**. Integrated MCL vs the "
             f"same-epochs baseline, points: {gains}. Vs the equal-compute baseline: {equal}."
+            + (f" Vs the ensemble control: {control}." if control else "")
         )
     lines += ["", f"![suppression plot](bench/results/{result['plot']})", "", machine_line(result)]
     return "\n".join(lines)

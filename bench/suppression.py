@@ -5,13 +5,15 @@ Side by side, for each seed:
                   config, seed and data; the trainer is deterministic), so it is read from the MCL run.
   * baseline-SE : 1 stage, S*E epochs (the same total compute as all MCL stages), its own run.
   * MCL         : S stages of E epochs; each stage alone and the integrated (concatenated) representation.
+  * ensemble    : control, S independently seeded 1-stage runs of E epochs integrated the same way (no
+                  grouping), so MCL's negatives are not credited with what concatenating models gives anyway.
 Per attribute (shape, texture, colour) it reports kNN and linear-probe accuracy on held-out images, averaged
 over seeds, writes bench/results/suppression.json and a PNG plot, and checks the targets:
   * on the attribute the same-epochs baseline suppresses most, integrated MCL gains >= 5 points;
   * no attribute loses more than 2 points;
   * against the equal-compute baseline: reported (goal: match or beat).
 
-    python -m bench.suppression            # full run (about 13 min on a 2-core CPU)
+    python -m bench.suppression            # full run (about 25 min on a 2-core CPU)
     python -m bench.suppression --quick    # smoke run (a minute)
 """
 
@@ -24,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bench.common import RESULTS_DIR, format_table, write_result
 from mcl_ray.config import load_config
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.from_config import load_experiment_data
-from mcl_ray.train.pipeline import run_local
+from mcl_ray.mcl.integration import integrate
+from mcl_ray.models.encoder import build_encoder
+from mcl_ray.train.embed import embed_images
+from mcl_ray.train.pipeline import evaluate, run_local
+from mcl_ray.train.specs import augment_spec
 
 ATTRIBUTES = ("shape", "texture", "color")
 METRICS = ("knn", "linear")
@@ -63,6 +70,36 @@ def accuracy_table(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{a}/{m}": evals[a][m] for a in ATTRIBUTES for m in METRICS if a in evals and m in evals[a]}
 
 
+def stage_features(run_dir: Path, cfg: ExperimentConfig, data, stage: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probe and test features of a finished stage, re-embedded from its saved encoder."""
+    encoder = build_encoder(cfg.model, cfg.data.image_size)
+    encoder.load_state_dict(torch.load(run_dir / f"stage_{stage}" / "encoder.pt", weights_only=True))
+    spec = augment_spec(cfg)
+    key = cfg.mcl.integrate
+    return (embed_images(encoder, data.probe.images, spec)[key], embed_images(encoder, data.test.images, spec)[key])
+
+
+def run_ensemble(args: argparse.Namespace, seed: int, mcl_cfg: ExperimentConfig, data) -> list[dict[str, float]]:
+    """Control: S independently seeded 1-stage runs (E epochs each, no grouping), integrated the same way.
+
+    Separates what MCL's feature-aware negatives add from what concatenating several models adds. The
+    first member is MCL's own stage 1; the others differ only in the training seed.
+    """
+    probe_parts, test_parts = [], []
+    first = stage_features(Path(args.workdir).expanduser() / mcl_cfg.name, mcl_cfg, data, 1)
+    probe_parts.append(first[0])
+    test_parts.append(first[1])
+    tables = []
+    for member in range(1, args.stages):
+        cfg = make_config(args, seed + 1000 * member, 1, args.epochs, f"ensemble-seed{seed}-member{member}")
+        run_local(cfg, data=data, progress=args.verbose)
+        probe, test = stage_features(Path(args.workdir).expanduser() / cfg.name, cfg, data, 1)
+        probe_parts.append(probe)
+        test_parts.append(test)
+        tables.append(accuracy_table(evaluate(mcl_cfg, integrate(probe_parts), integrate(test_parts), data)))
+    return tables
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     mcl_cfg = make_config(args, seed, args.stages, args.epochs, f"mcl-seed{seed}")
     data = load_experiment_data(mcl_cfg.data)
@@ -73,19 +110,23 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     long = run_local(long_cfg, data=data, progress=args.verbose)
     long_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ensemble = run_ensemble(args, seed, mcl_cfg, data)
+    ensemble_s = time.perf_counter() - t0
     out = {
         "seed": seed,
         "baseline_same_epochs": accuracy_table(mcl.stages[0].stage_eval),
         "baseline_equal_compute": accuracy_table(long.stages[0].stage_eval),
         "mcl_stage": [accuracy_table(s.stage_eval) for s in mcl.stages],
         "mcl_integrated": [accuracy_table(s.integrated_eval) for s in mcl.stages],
+        "ensemble_integrated": ensemble,
         "cluster_nmi": [
             {a: s.cluster["groups"]["attributes"][a]["nmi"] for a in ATTRIBUTES} if s.cluster else None
             for s in mcl.stages
         ],
         "baseline_equal_compute_curve": long.stages[0].history,
         "mcl_curves": [s.history for s in mcl.stages],
-        "seconds": {"mcl": mcl_s, "baseline_equal_compute": long_s},
+        "seconds": {"mcl": mcl_s, "baseline_equal_compute": long_s, "ensemble": ensemble_s},
     }
     return out
 
@@ -104,6 +145,8 @@ def aggregate(per_seed: list[dict[str, Any]], stages: int) -> dict[str, dict[str
     for s in range(stages):
         rows[f"MCL stage {s + 1} alone"] = [r["mcl_stage"][s] for r in per_seed]
         rows[f"MCL integrated 1..{s + 1}"] = [r["mcl_integrated"][s] for r in per_seed]
+    for s in range(1, stages):
+        rows[f"ensemble of {s + 1} 1-stage runs"] = [r["ensemble_integrated"][s - 1] for r in per_seed]
     return {name: {k: list(mean_std([t[k] for t in tables])) for k in tables[0]} for name, tables in rows.items()}
 
 
@@ -111,14 +154,19 @@ def check_targets(summary: dict, stages: int, metric: str) -> dict[str, Any]:
     base = summary["baseline 1x"]
     equal = summary[f"baseline {stages}x (equal compute)"]
     final = summary[f"MCL integrated 1..{stages}"]
+    ensemble = summary.get(f"ensemble of {stages} 1-stage runs")
     suppressed = min(ATTRIBUTES, key=lambda a: base[f"{a}/{metric}"][0])
     gains = {a: 100 * (final[f"{a}/{metric}"][0] - base[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
     vs_equal = {a: 100 * (final[f"{a}/{metric}"][0] - equal[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
+    vs_ensemble = (
+        {a: 100 * (final[f"{a}/{metric}"][0] - ensemble[f"{a}/{metric}"][0]) for a in ATTRIBUTES} if ensemble else {}
+    )
     return {
         "metric": metric,
         "suppressed_attribute": suppressed,
         "gain_points_vs_same_epochs": gains,
         "gain_points_vs_equal_compute": vs_equal,
+        "gain_points_vs_ensemble_control": vs_ensemble,
         "target_suppressed_gain_ge_5": gains[suppressed] >= 5.0,
         "target_no_loss_gt_2": all(g >= -2.0 for g in gains.values()),
         "matches_or_beats_equal_compute_on_suppressed": vs_equal[suppressed] >= 0.0,
@@ -146,6 +194,9 @@ def plot(summary: dict, stages: int, path: Path) -> None:
                 ax.errorbar(xs, mean, yerr=std, fmt=style, capsize=3, label=label)
             for name, color in (("baseline 1x", "grey"), (f"baseline {stages}x (equal compute)", "black")):
                 ax.axhline(summary[name][key][0], color=color, linestyle=":", label=name)
+            ens = [summary[f"ensemble of {s} 1-stage runs"][key] for s in xs[1:]]
+            ax.errorbar(xs[1:], [e[0] for e in ens], yerr=[e[1] for e in ens], fmt="^-.", color="green", capsize=3,
+                        label="ensemble of 1-stage runs (control)")
             ax.set_title(f"{attr} — {metric}")
             ax.set_xlabel("stage")
             ax.set_xticks(xs)
@@ -198,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     for metric, t in targets.items():
         print(f"[{metric}] suppressed attribute: {t['suppressed_attribute']}; gain vs same-epochs baseline "
               f"(points): {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_same_epochs'].items())}; "
-              f"vs equal-compute: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_equal_compute'].items())}")
+              f"vs equal-compute: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_equal_compute'].items())}; "
+              f"vs ensemble control: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_ensemble_control'].items())}")
     png = RESULTS_DIR / f"{args.name}.png"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plot(summary, args.stages, png)
