@@ -8,13 +8,9 @@ turned into DataErrors that name the data set, the path and what to do about it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-import warnings
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -22,6 +18,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from mcl_ray.data.base import ImageSet
+from mcl_ray.data.cache import read_image_set_npz, write_image_set_npz
 from mcl_ray.errors import DataError
 
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -262,43 +259,6 @@ def subsample_indices(total: int, size: int | None, seed: int, name: str) -> np.
     if size == total:
         return None
     return np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
-
-
-def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
-    """A cached ImageSet, or None when the file is missing or unreadable (then with a warning)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images = data["images"]
-            attributes = {k[len("attr_") :]: data[k].astype(np.int64) for k in data.files if k.startswith("attr_")}
-        return ImageSet(images=images, attributes=attributes, name=name)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, DataError) as exc:
-        warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it", stacklevel=3)
-        return None
-
-
-def write_image_set_npz(path: str | Path, image_set: ImageSet) -> None:
-    """Write atomically (temporary file + os.replace) so a crash never leaves a half-written cache."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            arrays = {f"attr_{k}": np.asarray(v, np.int64) for k, v in image_set.attributes.items()}
-            np.savez(fh, images=image_set.images, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:  # a read-only or full cache disk must not stop a run
-        warnings.warn(f"could not write cache file {path}: {exc}", stacklevel=3)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from mcl_ray.data.base import ImageSet
+from mcl_ray.data.cache import read_image_set_npz, write_image_set_npz
 from mcl_ray.errors import DataError
 
 GENERATOR_VERSION = 1  # bump whenever the pixels a seed produces change (invalidates caches)
@@ -127,7 +128,6 @@ def load_trifeature(
     """
     if cache_dir is None:
         return generate_trifeature(n, image_size, seed, shape_scale=shape_scale)
-    from mcl_ray.data.sources import read_image_set_npz, write_image_set_npz
 
     lo, hi = _check_scale(shape_scale)
     scale_tag = "" if (lo, hi) == (1.0, 1.0) else f"_scale{lo:g}-{hi:g}"
