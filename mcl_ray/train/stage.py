@@ -7,6 +7,7 @@ world size, a model wrapper (DDP) and a report hook through `StageContext`; run 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -82,10 +83,10 @@ def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
     return cfg.seed * 1009 + stage
 
 
-def check_finite(loss: torch.Tensor, stage: int, epoch: int, step: int) -> None:
-    if not torch.isfinite(loss).all():
+def check_finite(loss: float, stage: int, epoch: int, step: int) -> None:
+    if not math.isfinite(loss):
         raise TrainingError(
-            f"stage {stage}, epoch {epoch}, step {step}: loss is {loss.item()} (non-finite). "
+            f"stage {stage}, epoch {epoch}, step {step}: loss is {loss} (non-finite). "
             "Lower train.lr, raise objective.temperature or enable train.grad_clip."
         )
 
@@ -165,14 +166,15 @@ def train_stage(
             view1, view2 = augment(batch), augment(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = model(view1, view2, group_ids[index].to(device))
-            check_finite(loss, stage + 1, epoch + 1, step + 1)
+            loss_value = float(loss.detach())  # the step's one host sync: NaN check and running mean
+            check_finite(loss_value, stage + 1, epoch + 1, step + 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
             optimizer.step()
             method.after_step()
-            loss_sum += float(loss.detach())
+            loss_sum += loss_value
             seen += len(idx)
             if ctx.is_main and ctx.progress and (step + 1) % cfg.train.log_every == 0:
                 log.info(
