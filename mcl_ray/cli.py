@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML file or bundled config name (default: built-in defaults)")
     train.add_argument("--output", help="output directory (overrides output_dir)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    train.add_argument(
+        "--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local instance"
+    )
+    train.add_argument("--local", action="store_true", help="run in this process without Ray (no reuse, no resume)")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. mcl.stages=3 objective.temperature=0.2")
     check = sub.add_parser("validate", help="validate a config and print it fully resolved")
     check.add_argument("--config")
@@ -56,9 +60,16 @@ def main(argv: list[str] | None = None) -> int:
 
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             return 0
-        from mcl_ray.train.pipeline import results_table, run_local
+        from mcl_ray.train.pipeline import results_table
 
-        result = run_local(cfg, progress=not args.quiet)
+        if args.local:
+            from mcl_ray.train.pipeline import run_local
+
+            result = run_local(cfg, progress=not args.quiet)
+        else:
+            from mcl_ray.engine import run_mcl
+
+            result = run_mcl(cfg, address=args.address, progress=not args.quiet)
         print(results_table(result))
         print(f"results: {result.run_dir}")
         return 0

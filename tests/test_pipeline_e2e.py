@@ -107,7 +107,7 @@ def test_nan_loss_names_stage_epoch_step_and_keeps_finished_stages(tmp_path, dat
 
 
 def test_cli_train_and_validate(tmp_path, data_root, capsys):
-    code = main(["train", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", f"data.root={data_root}",
+    code = main(["train", "--local", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", f"data.root={data_root}",
                  "--output", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "color/knn" in out and "results:" in out

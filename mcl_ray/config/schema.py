@@ -164,6 +164,20 @@ class EvalConfig(Strict):
     online_knn_samples: int = Field(2000, ge=10, description="train/test subsample for the online kNN")
 
 
+class RayConfig(Strict):
+    """How stages run on Ray (ignored by `run_local`). 'auto' GPU settings follow the cluster's resources."""
+
+    use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="Train workers on GPUs (auto: if the cluster has any)")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="logical CPUs per Train worker (also its torch threads)")
+    gpus_per_worker: float = Field(1.0, gt=0.0, le=8.0)
+    clustering_cpus: float = Field(1.0, ge=0.0, description="CPUs held by the clustering actor (its faiss threads)")
+    clustering_gpus: Union[float, Literal["auto"]] = Field("auto", description="GPUs for the clustering actor (auto: 1 if any)")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts per stage (resumes from the last epoch)")
+    storage: Union[str, None] = Field(None, description="local path or pyarrow URI (s3://...); default: output_dir")
+    reuse_stages: bool = Field(True, description="reuse finished stages whose key matches (across runs and trials)")
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+
 class ExperimentConfig(Strict):
     name: str = "mcl"
     seed: int = 0
@@ -175,6 +189,7 @@ class ExperimentConfig(Strict):
     mcl: MCLConfig = MCLConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":

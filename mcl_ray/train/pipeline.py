@@ -43,6 +43,8 @@ class StageRecord:
     integrated_eval: dict[str, dict[str, float]]
     cluster: dict[str, Any] | None
     path: str
+    reused: dict[str, bool] | None = None  # engine: {"stage": ..., "clusters": ...} taken from earlier runs
+    keys: dict[str, str | None] | None = None  # engine: content keys of the stage and its clustering
 
 
 @dataclass
@@ -63,6 +65,8 @@ class ExperimentResult:
                     "cluster": s.cluster,
                     "final_loss": s.history[-1]["loss"] if s.history else None,
                     "path": s.path,
+                    "reused": s.reused,
+                    "keys": s.keys,
                 }
                 for s in self.stages
             ],

@@ -40,6 +40,7 @@ class StageContext:
     device: torch.device | None = None
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m
     on_epoch_end: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None  # (epoch, step, batch group ids)
     progress: bool = True
 
     @property
@@ -81,6 +82,15 @@ class OnlineProbe:
 
 def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
     return cfg.seed * 1009 + stage
+
+
+def global_mean(loss: torch.Tensor, world_size: int) -> float:
+    """The loss averaged over ranks, so every rank sees the same value and stops together on NaN."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= world_size
+    return float(loss)
 
 
 def check_finite(loss: float, stage: int, epoch: int, step: int) -> None:
@@ -166,7 +176,7 @@ def train_stage(
             view1, view2 = augment(batch), augment(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = model(view1, view2, group_ids[index].to(device))
-            loss_value = float(loss.detach())  # the step's one host sync: NaN check and running mean
+            loss_value = global_mean(loss.detach(), ctx.world_size)  # one host sync: NaN check and running mean
             check_finite(loss_value, stage + 1, epoch + 1, step + 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -174,6 +184,8 @@ def train_stage(
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
             optimizer.step()
             method.after_step()
+            if ctx.on_step is not None:
+                ctx.on_step(epoch, step, group_ids[index])
             loss_sum += loss_value
             seen += len(idx)
             if ctx.is_main and ctx.progress and (step + 1) % cfg.train.log_every == 0:

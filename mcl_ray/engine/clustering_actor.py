@@ -1,0 +1,120 @@
+"""Between-stage clustering as a Ray actor: k-means on a bounded sample, labels assembled from the workers.
+
+The Train workers embed their own shard of the training set, send the actor a bounded random sample,
+receive the centroids, assign their shard in chunks and send back only the labels. So the actor's memory
+is bounded by `mcl.kmeans_max_points` x d floats plus N integer labels, never N x d embeddings: a
+CC12M-sized data set clusters on one ordinary node. On GPU clusters the actor holds a GPU and faiss trains
+there; on CPUs its faiss threads equal the CPUs it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from typing import Any
+
+import numpy as np
+
+from mcl_ray.mcl.cluster_stats import cluster_stats
+from mcl_ray.mcl.clustering import kmeans
+from mcl_ray.mcl.groups import combine_labels
+from mcl_ray.store.artifacts import ArtifactStore
+
+log = logging.getLogger("mcl_ray")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ClusteringActor:
+    """One clustering job at a time: begin -> add_sample (every rank) -> fit -> add_labels (every rank) -> finish."""
+
+    def __init__(self, threads: int = 1, use_gpu: bool = False):
+        import faiss
+        import torch
+
+        self.threads = max(1, int(threads))
+        self.use_gpu = use_gpu
+        faiss.omp_set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
+        self.job: dict[str, Any] | None = None
+
+    def begin(self, job_id: str, *, k: int, num_samples: int, world_size: int, seed: int, niter: int) -> None:
+        self.job = {
+            "id": job_id, "k": k, "n": num_samples, "world": world_size, "seed": seed, "niter": niter,
+            "samples": {}, "labels": np.full(num_samples, -1, np.int64), "sq_dist": 0.0, "centroids": None,
+            "t0": time.perf_counter(),
+        }
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        if self.job is None or self.job["id"] != job_id:
+            raise RuntimeError(f"clustering job {job_id!r} was not begun on this actor")
+        return self.job
+
+    def add_sample(self, job_id: str, rank: int, sample: np.ndarray) -> int:
+        job = self._job(job_id)
+        job["samples"][rank] = np.array(sample, dtype=np.float32, copy=True)  # object-store views are read-only
+        return len(sample)
+
+    def fit(self, job_id: str) -> np.ndarray:
+        """Train k-means on the union of the ranks' samples (in rank order, so it is deterministic)."""
+        job = self._job(job_id)
+        missing = [r for r in range(job["world"]) if r not in job["samples"]]
+        if missing:
+            raise RuntimeError(f"clustering job {job_id}: ranks {missing} sent no sample")
+        train = np.concatenate([job["samples"][r] for r in range(job["world"])])
+        job["samples"].clear()
+        km = kmeans(train, job["k"], seed=job["seed"], niter=job["niter"], use_gpu=self.use_gpu, num_threads=self.threads)
+        job["centroids"] = km.centroids
+        job["train_points"] = len(train)
+        return km.centroids
+
+    def centroids(self, job_id: str) -> np.ndarray:
+        return self._job(job_id)["centroids"]
+
+    def add_labels(self, job_id: str, start: int, labels: np.ndarray, sq_dist_sum: float) -> None:
+        job = self._job(job_id)
+        job["labels"][start : start + len(labels)] = labels
+        job["sq_dist"] += float(sq_dist_sum)
+
+    def finish(
+        self,
+        job_id: str,
+        *,
+        store_root: str,
+        cluster_key: str,
+        previous_clusters: str | None,
+        attributes: dict[str, np.ndarray] | None,
+        meta: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Combine with the earlier stages' groups, persist labels/centroids/groups/stats and commit the entry."""
+        job = self._job(job_id)
+        labels = job["labels"]
+        unassigned = int((labels < 0).sum())
+        if unassigned:
+            raise RuntimeError(f"clustering job {job_id}: {unassigned} of {len(labels)} samples got no label")
+        store = ArtifactStore(store_root)
+        previous = store.clusters(previous_clusters).get_array("groups.npy") if previous_clusters else None
+        groups = combine_labels(previous, labels, job["k"])
+        info = {
+            "clusters": cluster_stats(labels, k=job["k"], attributes=attributes),
+            "groups": cluster_stats(groups, attributes=attributes),
+            "inertia": job["sq_dist"],
+            "train_points": job["train_points"],
+            "seconds": time.perf_counter() - job["t0"],
+            "actor_peak_rss_mb": peak_rss_mb(),
+        }
+        entry = store.clusters(cluster_key)
+        entry.put_array("cluster_labels.npy", labels)
+        entry.put_array("centroids.npy", job["centroids"])
+        entry.put_array("groups.npy", groups)
+        entry.put_json("stats.json", info)
+        entry.commit(meta)
+        self.job = None
+        return info
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()

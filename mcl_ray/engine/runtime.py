@@ -1,0 +1,86 @@
+"""Connecting to Ray and sizing each stage's resources from the config and the cluster."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import ray
+
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.errors import ConfigError
+
+log = logging.getLogger("mcl_ray")
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one MCL run holds while a stage trains: Train workers plus the clustering actor."""
+
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    gpus_per_worker: float
+    clustering_cpus: float
+    clustering_gpus: float
+
+    @property
+    def cpus(self) -> float:
+        return self.workers * self.cpus_per_worker + self.clustering_cpus
+
+    @property
+    def gpus(self) -> float:
+        return (self.workers * self.gpus_per_worker if self.use_gpu else 0.0) + self.clustering_gpus
+
+    @property
+    def worker_threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+
+def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources:
+    """Resolve the 'auto' GPU settings against the cluster's GPU count."""
+    r = cfg.ray
+    use_gpu = (cluster_gpus > 0) if r.use_gpu == "auto" else bool(r.use_gpu)
+    if use_gpu and cluster_gpus <= 0:
+        raise ConfigError("ray.use_gpu: true, but the Ray cluster has no GPUs (set ray.use_gpu: auto or false)")
+    if use_gpu and cfg.train.device == "cpu":
+        raise ConfigError("train.device: 'cpu' contradicts ray.use_gpu: true")
+    clustering_gpus = (1.0 if cluster_gpus > 0 else 0.0) if r.clustering_gpus == "auto" else float(r.clustering_gpus)
+    if clustering_gpus > cluster_gpus:
+        raise ConfigError(f"ray.clustering_gpus: {clustering_gpus} requested, the cluster has {cluster_gpus}")
+    return StageResources(
+        workers=cfg.train.workers,
+        use_gpu=use_gpu,
+        cpus_per_worker=r.cpus_per_worker,
+        gpus_per_worker=r.gpus_per_worker if use_gpu else 0.0,
+        clustering_cpus=r.clustering_cpus,
+        clustering_gpus=clustering_gpus,
+    )
+
+
+def local_cpus_needed(cfg: ExperimentConfig, trials: int = 1, trial_cpus: float = 0.0) -> int:
+    """Logical CPUs a local Ray instance needs so `trials` concurrent runs never wait on CPU accounting."""
+    per_run = cfg.train.workers * cfg.ray.cpus_per_worker + cfg.ray.clustering_cpus + trial_cpus
+    return max(os.cpu_count() or 1, math.ceil(per_run * trials))
+
+
+def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Connect to `address` (a running cluster), or start a local instance; returns True if we started it.
+
+    Ray resources are logical: on a small machine we declare at least what one run needs, so the Train
+    placement group and the clustering actor can all be scheduled (the OS shares the real cores).
+    """
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(num_cpus=num_cpus, log_to_driver=True)
+    return True
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0))

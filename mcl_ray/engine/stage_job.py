@@ -1,0 +1,101 @@
+"""Launch one stage as a Ray Train job (TorchTrainer): the workers train, publish and cluster.
+
+The Train run's name is derived from the stage key and its storage is the artifact store, so running the
+same stage again (after a crash, or in another trial) resumes from its latest epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.engine.runtime import StageResources
+from mcl_ray.engine.worker import stage_worker
+from mcl_ray.errors import TrainingError
+from mcl_ray.store.artifacts import ArtifactStore
+
+log = logging.getLogger("mcl_ray")
+TRAIN_DIR = "ray_train"
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of registered checkpoints
+
+
+def train_run_name(stage_key: str) -> str:
+    return f"stage-{stage_key}"
+
+
+def run_stage_job(
+    cfg: ExperimentConfig,
+    stage: int,
+    *,
+    store: ArtifactStore,
+    resources: StageResources,
+    stage_key: str,
+    cluster_key: str | None,
+    previous_clusters: str | None,
+    init_stage: str | None,
+    init_state: dict | None,
+    actor,
+    attributes: dict | None,
+    num_samples: int,
+    kmeans_seed: int,
+    progress: bool,
+    fault: dict[str, Any] | None = None,
+    record_steps: str | None = None,
+) -> dict[str, Any]:
+    """Run the stage's Train job; returns rank 0's output (history, cluster info, resume point)."""
+    job_id = uuid.uuid4().hex
+    if fault is not None:  # where the controller records checkpoints (the fault hook waits on it)
+        local = store.local_path(TRAIN_DIR, train_run_name(stage_key), CHECKPOINT_SNAPSHOT)
+        fault = {**fault, "snapshot": str(local)}
+    if cluster_key:
+        ray.get(actor.begin.remote(
+            job_id, k=cfg.mcl.clusters_after(stage), num_samples=num_samples,
+            world_size=resources.workers, seed=kmeans_seed, niter=cfg.mcl.kmeans_iters,
+        ))
+    job = {
+        "cfg": cfg.model_dump(mode="json"), "stage": stage, "store_root": store.root_uri,
+        "stage_key": stage_key, "cluster_key": cluster_key, "previous_clusters": previous_clusters,
+        "init_stage": init_stage, "init_state": init_state, "actor": actor, "job_id": job_id,
+        "attributes": attributes, "kmeans_seed": kmeans_seed, "threads": resources.worker_threads,
+        "progress": progress, "fault": fault, "record_steps": record_steps,
+    }
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        stage_worker,
+        train_loop_config=job,
+        torch_config=TorchConfig(),  # gloo on CPU, NCCL on GPU
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker,
+        ),
+        run_config=ray.train.RunConfig(
+            name=train_run_name(stage_key),
+            storage_path=store.uri(TRAIN_DIR),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; keep the root cause in the message
+        raise TrainingError(f"stage {stage + 1}: the Ray Train job failed after {cfg.ray.max_failures} restarts: {exc}") from exc
+    out = result.return_value or {}
+    if "error" in out:
+        raise TrainingError(out["error"])
+    return out
+
+
+def remove_train_checkpoints(store: ArtifactStore, stage_key: str) -> None:
+    """Once a stage is committed its epoch checkpoints (weights + optimizer, twice) are dead weight."""
+    entry = store.run(TRAIN_DIR, train_run_name(stage_key))
+    try:
+        entry.clear()
+    except OSError as exc:  # best effort: never fail a finished stage over clean-up
+        log.warning("could not remove %s: %s", entry.uri, exc)

@@ -1,0 +1,1 @@
+"""Experiment tracking (TensorBoard) shared by single runs and sweep trials."""

@@ -1,0 +1,46 @@
+"""TensorBoard scalars for one run: per-epoch training curves and per-stage evaluation.
+
+Curves use a global epoch axis (stage s, epoch e -> (s - 1) * epochs + e) so the stages of a run line up
+one after another; evaluation uses the stage number as its step, which is also what Tune reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from torch.utils.tensorboard import SummaryWriter
+
+
+def flatten_eval(prefix: str, evaluation: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{'shape': {'knn': 0.5}} -> {'<prefix>/shape/knn': 0.5}."""
+    return {f"{prefix}/{attr}/{metric}": float(v) for attr, ms in evaluation.items() for metric, v in ms.items()}
+
+
+def stage_scalars(record) -> dict[str, float]:
+    """The per-stage numbers every tracker reports: integrated and stage-alone evaluation, last loss."""
+    out = {**flatten_eval("integrated", record.integrated_eval), **flatten_eval("stage_alone", record.stage_eval)}
+    if record.history:
+        out["train/final_loss"] = float(record.history[-1]["loss"])
+    if record.cluster:
+        out["clusters/num_groups"] = float(record.cluster["groups"]["num_groups"])
+    return out
+
+
+class RunWriter:
+    """One SummaryWriter per run (or trial) directory."""
+
+    def __init__(self, logdir: str | Path):
+        self.writer = SummaryWriter(log_dir=str(logdir))
+
+    def log_stage(self, record, epochs_per_stage: int) -> None:
+        for row in record.history:
+            step = (record.stage - 1) * epochs_per_stage + int(row["epoch"])
+            for name, value in row.items():
+                if name not in ("stage", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"epoch/{name}", value, step)
+        for name, value in stage_scalars(record).items():
+            self.writer.add_scalar(name, value, record.stage)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
