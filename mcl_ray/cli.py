@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--local", action="store_true", help="run in this process without Ray (no reuse, no resume)")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. mcl.stages=3 objective.temperature=0.2")
+    rep = sub.add_parser("report", help="table and plots of one or more finished (or interrupted) studies")
+    rep.add_argument("study_dirs", nargs="+", help="study directories (<storage>/<study name>)")
+    rep.add_argument("--metric", help="default: the study's metric")
+    rep.add_argument("--mode", choices=["max", "min"])
+    rep.add_argument("--out", help="where the PNGs go (default: <first study>/report)")
     check = sub.add_parser("validate", help="validate a config and print it fully resolved")
     check.add_argument("--config")
     check.add_argument("overrides", nargs="*")
@@ -50,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mcl_ray").setLevel(logging.INFO)
     from mcl_ray.config.loader import load_config
 
+    if args.command == "report":
+        from mcl_ray.study.report import report
+
+        try:
+            text, plots = report(args.study_dirs, args.metric, args.mode, args.out)
+        except MCLError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(text)
+        print("plots:\n  " + "\n  ".join(str(p) for p in plots))
+        return 0
     try:
         overrides = list(args.overrides)
         if getattr(args, "output", None):

@@ -78,14 +78,14 @@ def _model_at(path: tuple, root: type[BaseModel] = ExperimentConfig) -> type[Bas
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, root: type[BaseModel] = ExperimentConfig) -> str:
     """One line per problem, dotted field first, with a suggestion for unknown keys."""
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if isinstance(p, str))
         field = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
+            parent = _model_at(loc[:-1], root)
             known = list(parent.model_fields) if parent else []
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f"; did you mean '{'.'.join(loc[:-1] + (close[0],))}'?" if close else ""

@@ -62,7 +62,7 @@ def stage_lease(
     key: str,
     is_done: Callable[[], bool],
     *,
-    ttl_s: float = 120.0,
+    ttl_s: float = 30.0,
     poll_s: float = 2.0,
     label: str = "",
 ) -> Iterator[bool]:

@@ -1,0 +1,118 @@
+"""Study configuration: what to search, how to score trials, and the base experiment every trial starts from.
+
+A study YAML has `study:` (search settings), `experiment:` (a base ExperimentConfig) and `profiles:`
+(`local`, `cluster`: overrides deep-merged onto both). Everything is validated before Ray starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from mcl_ray.config.loader import build_config, deep_merge, format_validation_error, parse_overrides
+from mcl_ray.config.schema import ExperimentConfig, Strict
+from mcl_ray.errors import ConfigError
+
+Range = list[float]
+
+
+class SpaceConfig(Strict):
+    """The searched hyperparameters. A [lo, hi] pair is searched (log scale for rates); a number is fixed."""
+
+    stages: list[int] = Field([1, 3], min_length=2, max_length=2, description="[min, max] number of stages")
+    clusters: list[int] = Field([4, 10, 20], min_length=1, description="choices of K")
+    per_stage_clusters: bool = Field(False, description="one K per clustering step instead of one shared K")
+    temperature: Union[float, Range] = Field([0.1, 0.5])
+    lr: Union[float, Range] = Field([3e-4, 3e-3])
+    backbones: list[str] = Field(["resnet18"], min_length=1, description="backbones of the family to try")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[int]) -> list[int]:
+        if not 1 <= v[0] <= v[1] <= 32:
+            raise ValueError(f"needs 1 <= min <= max <= 32, got {v}")
+        return v
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, v: list[int]) -> list[int]:
+        if any(k < 2 for k in v):
+            raise ValueError(f"every K must be >= 2, got {v}")
+        return v
+
+    @field_validator("temperature", "lr")
+    @classmethod
+    def _positive(cls, v: float | Range) -> float | Range:
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and (len(v) != 2 or v[0] > v[1]):
+            raise ValueError(f"a range is [lo, hi] with lo <= hi, got {v}")
+        if any(x <= 0 for x in values):
+            raise ValueError(f"must be > 0, got {v}")
+        return v
+
+
+class StudySettings(Strict):
+    name: str = "mcl-study"
+    metric: str = Field("integrated/mean/knn", description="reported metric to optimise, e.g. integrated/texture/linear")
+    mode: Literal["max", "min"] = "max"
+    samples: int = Field(8, ge=1, description="number of trials")
+    scheduler: Literal["asha", "none"] = Field("asha", description="ASHA stops weak trials at stage boundaries")
+    seed: int = Field(0, description="seeds Optuna's TPE sampler")
+    storage: str = Field("studies/results", description="local path or URI; trials, stage cache and TensorBoard")
+    max_concurrent: Union[int, None] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs allow")
+    trial_cpus: float = Field(1.0, gt=0.0, description="CPUs each trial's driver holds (it runs the evaluation)")
+    space: SpaceConfig = SpaceConfig()
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if not (v.startswith(("integrated/", "stage_alone/", "train/")) and v.count("/") >= 1):
+            raise ValueError(f"{v!r} is not a reported metric; use e.g. integrated/mean/knn or integrated/texture/linear")
+        return v
+
+
+class StudyConfig(Strict):
+    study: StudySettings = StudySettings()
+    experiment: dict[str, Any] = Field(default_factory=dict)
+
+    def base_experiment(self) -> ExperimentConfig:
+        return _experiment(self.experiment)
+
+
+def _experiment(data: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return build_config(data)
+    except ConfigError as exc:
+        text = str(exc)
+        named = text.replace("\n  ", "\n  experiment.") if "\n  " in text else f"experiment: {text}"
+        raise ConfigError(named) from None
+
+
+def load_study(path: str | Path, profile: str | None = None, overrides: list[str] = ()) -> StudyConfig:
+    """Read a study YAML, apply `profiles.<profile>` and dotted overrides (`study.samples=4`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    profiles = raw.pop("profiles", {}) or {}
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(f"--profile: {path} has no profile {profile!r}; it has {', '.join(profiles) or 'none'}")
+        raw = deep_merge(raw, profiles[profile])
+    raw = deep_merge(raw, parse_overrides(overrides))
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + format_validation_error(exc, StudyConfig)) from None
+    if "CHANGE-ME" in study.study.storage:
+        raise ConfigError(
+            f"study.storage: {study.study.storage!r} is a placeholder; pass --storage s3://your-bucket/path "
+            "(storage every node can reach)"
+        )
+    study.base_experiment()
+    for backbone in study.study.space.backbones:  # every searched backbone must exist in timm
+        _experiment({**study.experiment, "model": {**study.experiment.get("model", {}), "backbone": backbone}})
+    return study

@@ -1,0 +1,82 @@
+"""Optuna define-by-run search spaces. Parameter names are the config's dotted paths, so a trial's
+parameters are directly config overrides (`mcl.stages=2 objective.temperature=0.21 ...`).
+
+Per-stage K is conditional on the number of stages, which is why the spaces are define-by-run functions
+rather than fixed dicts. `DEFAULT_SPACES` holds the two families the bundled studies sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from mcl_ray.study.config import SpaceConfig
+
+RESNET_FAMILY = ["resnet18", "resnet34", "resnet50"]
+VIT_FAMILY = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
+
+
+class DefineByRun:
+    """A picklable define-by-run function (Tune checkpoints the searcher, so no closures)."""
+
+    def __init__(self, space: SpaceConfig):
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest this trial's values; returns the constants (unsearched values) to merge into its config."""
+        space = self.space
+        fixed: dict[str, Any] = {}
+        lo, hi = space.stages
+        stages = trial.suggest_int("mcl.stages", lo, hi) if lo < hi else lo
+        if lo == hi:
+            fixed["mcl.stages"] = lo
+        if stages == 1:
+            fixed["mcl.clusters"] = space.clusters[0]  # unused with one stage; keeps the config valid
+        else:
+            if space.per_stage_clusters:
+                for i in range(1, stages):
+                    trial.suggest_categorical(f"mcl.clusters.{i}", space.clusters)
+            elif len(space.clusters) > 1:
+                trial.suggest_categorical("mcl.clusters", space.clusters)
+            else:
+                fixed["mcl.clusters"] = space.clusters[0]
+        for name, value in (("objective.temperature", space.temperature), ("train.lr", space.lr)):
+            if isinstance(value, list) and value[0] != value[1]:
+                trial.suggest_float(name, value[0], value[1], log=True)
+            else:
+                fixed[name] = value[0] if isinstance(value, list) else value
+        if len(space.backbones) > 1:
+            trial.suggest_categorical("model.backbone", space.backbones)
+        else:
+            fixed["model.backbone"] = space.backbones[0]
+        return fixed
+
+
+def build_space(space: SpaceConfig) -> DefineByRun:
+    """The define-by-run function OptunaSearch samples `space` with."""
+    return DefineByRun(space)
+
+
+def resnet_space(trial: optuna.Trial) -> dict[str, Any]:
+    """1-4 stages, shared K in {5, 10, 20, 50}, temperature 0.05-0.5, lr 1e-4-3e-3, resnet18 -> resnet50."""
+    return build_space(SpaceConfig(stages=[1, 4], clusters=[5, 10, 20, 50], temperature=[0.05, 0.5],
+                                   lr=[1e-4, 3e-3], backbones=RESNET_FAMILY))(trial)
+
+
+def vit_space(trial: optuna.Trial) -> dict[str, Any]:
+    """As resnet_space over ViT tiny -> small -> base."""
+    return build_space(SpaceConfig(stages=[1, 4], clusters=[5, 10, 20, 50], temperature=[0.05, 0.5],
+                                   lr=[1e-4, 3e-3], backbones=VIT_FAMILY))(trial)
+
+
+DEFAULT_SPACES = {"resnet": resnet_space, "vit": vit_space}
+
+
+def params_to_overrides(params: dict[str, Any]) -> list[str]:
+    """Flat trial parameters -> config overrides; per-stage `mcl.clusters.<i>` become one list."""
+    per_stage = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in params.items() if k.startswith("mcl.clusters."))
+    out = [f"{k}={v}" for k, v in params.items() if "." in k and not k.startswith("mcl.clusters.")]
+    if per_stage:
+        out.append(f"mcl.clusters={[v for _, v in per_stage]}")
+    return out

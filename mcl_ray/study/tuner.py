@@ -1,0 +1,131 @@
+"""Build a ready `tune.Tuner` for an MCL study: OptunaSearch (seeded TPE) over a define-by-run space,
+optional ASHA at stage boundaries, and a concurrency limit that fits the cluster's CPUs and GPUs.
+
+    from mcl_ray.study import load_study, build_tuner
+    results = build_tuner(load_study("studies/configs/vit.yaml", "local")).fit()
+
+For your own searcher or scheduler, use `mcl_trainable` and `study_param_space` with `tune.Tuner` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.engine.runtime import plan_resources
+from mcl_ray.errors import ConfigError
+from mcl_ray.store.artifacts import ArtifactStore
+from mcl_ray.study.config import StudyConfig
+from mcl_ray.study.spaces import build_space
+from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY, mcl_trainable
+
+log = logging.getLogger("mcl_ray")
+
+
+def concurrency_limit(cfg: ExperimentConfig, trial_cpus: float, resources: dict[str, float] | None = None) -> int:
+    """How many trials fit at once: each holds its driver, its Train workers and its clustering actor.
+
+    A limit above this would start trial drivers whose Train workers can never be placed (Ray Train then
+    waits forever), which is the classic Tune + Train deadlock on small machines.
+    """
+    resources = resources if resources is not None else ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0.0))
+    plan = plan_resources(cfg, gpus)
+    limit = math.floor(float(resources.get("CPU", 0.0)) / (trial_cpus + plan.cpus))
+    if plan.gpus > 0:
+        limit = min(limit, math.floor(gpus / plan.gpus))
+    return limit
+
+
+def trial_dirname(trial) -> str:
+    """Short trial directories (Tune's default name embeds the whole constant config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def storage_uri(study: StudyConfig) -> str:
+    """Absolute local path (Tune needs one) or the URI as given."""
+    return ArtifactStore(study.study.storage).uri()
+
+
+def resolved_experiment(study: StudyConfig, cluster_gpus: float) -> dict[str, Any]:
+    """The base experiment with its 'auto' GPU settings fixed now, so every trial asks for what it reserved."""
+    plan = plan_resources(study.base_experiment(), cluster_gpus)
+    ray_section = {**study.experiment.get("ray", {}), "use_gpu": plan.use_gpu, "clustering_gpus": plan.clustering_gpus}
+    return {**study.experiment, "ray": ray_section}
+
+
+def study_param_space(study: StudyConfig, cluster_gpus: float | None = None) -> dict[str, Any]:
+    """The constant part of every trial's config: the base experiment and where the study stores things."""
+    gpus = float(ray.cluster_resources().get("GPU", 0.0)) if cluster_gpus is None else cluster_gpus
+    return {
+        EXPERIMENT_KEY: resolved_experiment(study, gpus),
+        STUDY_KEY: {"name": study.study.name, "storage": storage_uri(study)},
+    }
+
+
+def trainable_with_resources(study: StudyConfig, cluster_gpus: float | None = None) -> Callable:
+    """The trainable with its placement group: the trial driver's CPUs plus a bundle for its clustering actor
+    (actors a trial starts must fit its placement group; the Train workers get their own from Ray Train)."""
+    gpus = float(ray.cluster_resources().get("GPU", 0.0)) if cluster_gpus is None else cluster_gpus
+    plan = plan_resources(study.base_experiment(), gpus)
+    bundles = [{"CPU": study.study.trial_cpus}]
+    actor = {k: v for k, v in (("CPU", plan.clustering_cpus), ("GPU", plan.clustering_gpus)) if v > 0}
+    if actor:
+        bundles.append(actor)
+    return tune.with_resources(mcl_trainable, tune.PlacementGroupFactory(bundles))
+
+
+def build_tuner(
+    study: StudyConfig,
+    *,
+    resume: bool = False,
+    searcher: Searcher | None = None,
+    scheduler: TrialScheduler | None = None,
+    max_concurrent: int | None = None,
+) -> tune.Tuner:
+    """A Tuner for `study` on the connected Ray cluster; `resume=True` continues an interrupted study."""
+    s = study.study
+    base = study.base_experiment()
+    limit = max_concurrent or s.max_concurrent or concurrency_limit(base, s.trial_cpus)
+    if limit < 1:
+        raise ConfigError(
+            f"study: one trial needs {s.trial_cpus} + {plan_resources(base, ray.cluster_resources().get('GPU', 0)).cpus} "
+            f"CPUs but the cluster has {ray.cluster_resources().get('CPU', 0)}; lower train.workers or ray.cpus_per_worker, "
+            "or set study.max_concurrent on an autoscaling cluster"
+        )
+    storage = storage_uri(study)
+    store = ArtifactStore(storage)
+    store.run(s.name).put_bytes("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).encode())
+    path = store.uri(s.name)
+    trainable = trainable_with_resources(study)
+    if resume and tune.Tuner.can_restore(path):
+        log.info("resuming study %s: finished trials are kept, unfinished ones continue", path)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=study_param_space(study))
+    if scheduler is None and s.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", metric=s.metric, mode=s.mode,
+            max_t=s.space.stages[1], grace_period=1, reduction_factor=2,
+        )
+    # metric/mode go to the searcher and scheduler themselves: Tune does not forward TuneConfig's through
+    # the ConcurrencyLimiter that max_concurrent_trials wraps around the searcher
+    searcher = searcher or OptunaSearch(space=build_space(s.space), metric=s.metric, mode=s.mode, seed=s.seed)
+    log.info("study %s: %d trials, at most %d at a time, storage %s", s.name, s.samples, limit, path)
+    return tune.Tuner(
+        trainable,
+        param_space=study_param_space(study),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler,
+            num_samples=s.samples, max_concurrent_trials=limit,
+            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(name=s.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1)),
+    )

@@ -1,0 +1,170 @@
+"""Studies: search spaces and settings (no Ray), then a real sweep (2 trials x 2 stages) on Ray Tune:
+TensorBoard files, the report, and resuming after the study driver is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+
+from mcl_ray.cli import main
+from mcl_ray.config.loader import build_config, deep_merge, parse_overrides
+from mcl_ray.errors import ConfigError
+from mcl_ray.study import build_space, concurrency_limit, load_study
+from mcl_ray.study.config import SpaceConfig
+from mcl_ray.study.spaces import params_to_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+RESNET = ROOT / "studies" / "configs" / "resnet.yaml"
+TINY_STUDY = [
+    "study.samples=2", "study.scheduler=none", "study.max_concurrent=1", "study.space.stages=[2,2]",
+    "experiment.train.epochs=1", "experiment.data.train_size=200", "experiment.data.test_size=100",
+    "experiment.data.image_size=16", "experiment.train.batch_size=64", "experiment.eval.linear_epochs=10",
+    "experiment.model.proj_hidden_dim=32", "experiment.model.proj_dim=16",
+]
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_define_by_run_space_samples_valid_configs(per_stage):
+    space = SpaceConfig(stages=[1, 4], clusters=[3, 7], per_stage_clusters=per_stage, temperature=[0.05, 0.5],
+                        lr=[1e-4, 1e-2], backbones=["test_resnet", "resnet18"])
+    define = build_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_stages = set()
+    for _ in range(25):
+        trial = study.ask()
+        fixed = define(trial)
+        params = {**trial.params, **fixed}
+        cfg = build_config(deep_merge({}, parse_overrides(params_to_overrides(params))), check_names=False)
+        seen_stages.add(cfg.mcl.stages)
+        assert 0.05 <= cfg.objective.temperature <= 0.5 and 1e-4 <= cfg.train.lr <= 1e-2
+        assert cfg.model.backbone in ("test_resnet", "resnet18")
+        ks = [cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1)]
+        assert all(k in (3, 7) for k in ks)
+        if per_stage:
+            assert sorted(k for k in trial.params if k.startswith("mcl.clusters.")) == [f"mcl.clusters.{i}" for i in range(1, cfg.mcl.stages)]
+        study.tell(trial, 0.0)
+    assert seen_stages == {1, 2, 3, 4}
+
+
+def test_fixed_values_are_constants_not_searched():
+    define = build_space(SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.2, lr=[1e-3, 1e-3], backbones=["resnet18"]))
+    trial = optuna.create_study().ask()
+    fixed = define(trial)
+    assert trial.params == {}
+    assert fixed == {"mcl.stages": 2, "mcl.clusters": 5, "objective.temperature": 0.2, "train.lr": 1e-3, "model.backbone": "resnet18"}
+
+
+def test_concurrency_limit_counts_driver_workers_and_clustering_actor():
+    cfg = build_config({"train": {"workers": 2}, "ray": {"cpus_per_worker": 1, "clustering_cpus": 1}})
+    assert concurrency_limit(cfg, trial_cpus=1, resources={"CPU": 2}) == 0  # one trial needs 4: never start it
+    assert concurrency_limit(cfg, trial_cpus=1, resources={"CPU": 9}) == 2
+    gpu = build_config({"train": {"workers": 2}, "ray": {"use_gpu": True, "clustering_gpus": 1}})
+    assert concurrency_limit(gpu, trial_cpus=1, resources={"CPU": 64, "GPU": 6}) == 2  # 3 GPUs per trial
+
+
+def test_study_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="study.space.stages"):
+        load_study(RESNET, "local", ["study.space.stages=[3,1]"])
+    with pytest.raises(ConfigError, match="study.sampels: unknown key.*did you mean 'study.samples'"):
+        load_study(RESNET, "local", ["study.sampels=3"])
+    with pytest.raises(ConfigError, match=r"experiment\.train\.lr: Input should be greater than 0"):
+        load_study(RESNET, "local", ["experiment.train.lr=-1"])
+    with pytest.raises(ConfigError, match="timm has no backbone|backbone"):
+        load_study(RESNET, "local", ["study.space.backbones=[resnet_does_not_exist]"])
+    with pytest.raises(ConfigError, match="no profile 'laptop'"):
+        load_study(RESNET, "laptop")
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_study(RESNET, "cluster")
+    for name in ("resnet", "vit"):
+        for profile in ("local", "cluster"):
+            study = load_study(ROOT / "studies" / "configs" / f"{name}.yaml", profile, ["study.storage=/tmp/x"])
+            assert study.base_experiment().mcl.stages >= 1
+
+
+# ---------------------------------------------------------------- real sweeps on one shared Ray instance
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=8, object_store_memory=300 * 1024**2, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def trial_dirs(study_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in study_dir.glob("trial_*/result.json"))
+
+
+def stage_rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def terminated_trials(study_dir: Path) -> int:
+    states = sorted(study_dir.glob("experiment_state-*.json"))
+    if not states:
+        return 0
+    try:
+        text = states[-1].read_text()
+    except OSError:
+        return 0
+    return text.count("TERMINATED")
+
+
+def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path, data_dir=None):
+    storage = tmp_path / "results"
+    data = tmp_path / "data"
+    args = [sys.executable, str(ROOT / "studies" / "sweep_resnet.py"), "--address", ray_cluster,
+            "--profile", "local", "--storage", str(storage), *TINY_STUDY, f"experiment.data.root={data}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    study_dir = storage / "sweep-resnet"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and driver.poll() is None:
+        if terminated_trials(study_dir) >= 1:
+            break
+        time.sleep(1)
+    assert driver.poll() is None, "the study finished before it could be interrupted"
+    assert terminated_trials(study_dir) >= 1, "no trial finished in time"
+    first = trial_dirs(study_dir)[0]
+    first_rows = stage_rows(first)
+    os.killpg(driver.pid, signal.SIGKILL)  # the study driver dies mid-study
+    driver.wait()
+
+    study = load_study(RESNET, "local", [*TINY_STUDY, f"study.storage={storage}", f"experiment.data.root={data}"])
+    from mcl_ray.study import build_tuner
+
+    results = build_tuner(study, resume=True).fit()
+    assert len(results) == 2 and not any(r.error for r in results)
+    assert stage_rows(first) == first_rows  # the finished trial was not rerun
+    for trial in trial_dirs(study_dir):
+        rows = stage_rows(trial)
+        assert [r["stage"] for r in rows] == [1, 2]  # one report per stage
+        assert {"integrated/texture/linear", "stage_alone/shape/knn", "reused_stage"} <= set(rows[-1])
+        assert list(trial.glob("events.out.tfevents.*")), "Tune's TensorBoard file"
+        assert list((trial / "curves").glob("events.out.tfevents.*")), "per-epoch curves"
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(trial_dirs(study_dir)[0].glob("events.out.tfevents.*"))))
+    events.Reload()
+    assert "ray/tune/integrated/texture/linear" in events.Tags()["scalars"]
+    hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"objective.temperature" in hparams and b"mcl.clusters" in hparams
+    curves = EventAccumulator(str(next((trial_dirs(study_dir)[0] / "curves").glob("events.out.tfevents.*"))))
+    curves.Reload()
+    assert len(curves.Scalars("epoch/loss")) == 2  # 2 stages x 1 epoch
+
+    assert main(["report", str(study_dir)]) == 0
+    for png in ("metric_vs_stage.png", "metric_vs_params.png", "best_trial_attributes.png"):
+        assert (study_dir / "report" / png).stat().st_size > 1000
+    table = (study_dir / "report" / "trials.txt").read_text().splitlines()
+    assert len(table) >= 4 and "stage1 integrated/texture/linear" in table[0]
