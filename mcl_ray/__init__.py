@@ -1,7 +1,7 @@
 """mcl-ray: distributed hyperparameter studies of Multistage Contrastive Learning (MCL).
 
-    from mcl_ray import load_config, run_local
-    result = run_local(load_config("exp.yaml", ["mcl.stages=3"]))
+    from mcl_ray import load_config, run_mcl
+    result = run_mcl(load_config("exp.yaml", ["mcl.stages=3"]))   # on Ray; run_local: one process
 
 Names are imported lazily so `mcl-ray --help` does not pay for torch, timm and faiss.
 """
@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_config": "mcl_ray.config.loader",
     "ExperimentConfig": "mcl_ray.config.schema",
     "run_local": "mcl_ray.train.pipeline",
+    "run_mcl": "mcl_ray.engine.driver",
     "results_table": "mcl_ray.train.pipeline",
     "train_stage": "mcl_ray.train.stage",
 }

@@ -56,7 +56,7 @@ class ClusteringActor:
 
     def add_sample(self, job_id: str, rank: int, sample: np.ndarray) -> int:
         job = self._job(job_id)
-        job["samples"][rank] = np.array(sample, dtype=np.float32, copy=True)  # object-store views are read-only
+        job["samples"][rank] = sample  # a read-only object-store view: fit() concatenates (copies) once
         return len(sample)
 
     def fit(self, job_id: str) -> np.ndarray:

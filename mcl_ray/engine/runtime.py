@@ -67,7 +67,7 @@ def local_cpus_needed(cfg: ExperimentConfig, trials: int = 1, trial_cpus: float 
 
 
 def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Connect to `address` (a running cluster), or start a local instance; returns True if we started it.
+    """Join `address`, else a cluster running on this machine, else start a local instance (returns True then).
 
     Ray resources are logical: on a small machine we declare at least what one run needs, so the Train
     placement group and the clustering actor can all be scheduled (the OS shares the real cores).
@@ -78,6 +78,11 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
+    try:  # a cluster already running on this machine (e.g. the head of `ray up`): join it
+        ray.init(address="auto", log_to_driver=True)
+        return False
+    except ConnectionError:
+        pass
     ray.init(num_cpus=num_cpus, log_to_driver=True)
     return True
 

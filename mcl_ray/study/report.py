@@ -91,7 +91,7 @@ def _fmt(v: Any) -> str:
 def trial_table(trials: list[Trial], metric: str) -> str:
     """Best first: parameters, stages done, the stage-1 value (= the 1-stage baseline) and the final value."""
     names = sorted({k for t in trials for k in t.params})
-    header = ["study/trial", *map(_short, names), "stages", f"stage1 {metric}", "final", "gain"]
+    header = ["study/trial", *map(_short, names), "stages done", f"stage1 {metric}", "final", "gain"]
     rows = []
     for t in trials:
         first, last = t.value(metric, 0), t.value(metric)

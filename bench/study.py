@@ -1,0 +1,62 @@
+"""The bundled local-profile studies end to end: wall time and each trial's 1-stage baseline vs MCL.
+
+    python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min
+    python -m bench.study sweep_vit             # ~11 min on 2 cores
+    python -m bench.study sweep_vit --existing studies/results/sweep-vit --wall-s 628.7
+                                                # summarise a study already run (wall time measured outside)
+
+Writes bench/results/study_<script>.json. Stage 1 of every trial is plain contrastive learning with the
+trial's settings, so "gain" is what the later MCL stages added on the study's metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import format_table, write_result
+from mcl_ray.study.config import load_study
+from mcl_ray.study.report import load_trials, rank_trials
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", choices=["sweep_resnet", "sweep_vit"])
+    parser.add_argument("--existing", help="study directory already produced by the script")
+    parser.add_argument("--wall-s", type=float, help="its measured wall time (with --existing)")
+    args = parser.parse_args()
+    config = ROOT / "studies" / "configs" / f"{args.script.removeprefix('sweep_')}.yaml"
+    study = load_study(config, "local")
+    command = f"python studies/{args.script}.py"
+    if args.existing:
+        study_dir, wall = Path(args.existing), args.wall_s
+    else:
+        study_dir = ROOT / study.study.storage / study.study.name
+        shutil.rmtree(study_dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "studies" / f"{args.script}.py")], check=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+    metric = study.study.metric
+    trials = rank_trials(load_trials(study_dir)[0], metric, study.study.mode)
+    rows = [{
+        "trial": t.trial_id, **{k.split(".")[-1]: v for k, v in t.params.items()}, "stages_done": len(t.stages),
+        "stage1": t.value(metric, 0), "final": t.value(metric), "gain_points": 100 * (t.value(metric) - t.value(metric, 0)),
+    } for t in trials]
+    print(f"{command}: {wall / 60:.1f} min, metric {metric}")
+    print(format_table(rows))
+    path = write_result(f"study_{args.script}", {
+        "command": command, "profile": "local", "wall_s": wall, "metric": metric, "trials": rows,
+        "settings": {"samples": study.study.samples, "scheduler": study.study.scheduler,
+                     "experiment": study.base_experiment().model_dump(mode="json")},
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
