@@ -176,6 +176,7 @@ class RayConfig(Strict):
     storage: Union[str, None] = Field(None, description="local path or pyarrow URI (s3://...); default: output_dir")
     reuse_stages: bool = Field(True, description="reuse finished stages whose key matches (across runs and trials)")
     checkpoints_to_keep: int = Field(2, ge=1)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between Ray Train checkpoints (the last epoch always)")
 
 
 class ExperimentConfig(Strict):

@@ -95,7 +95,7 @@ def iter_stages(
             yield record
             previous_clusters, previous_stage = ckey, skey
     finally:
-        ray.kill(actor)
+        actor.__ray_terminate__.remote()  # graceful exit (ray.kill aborts the process and logs a fatal error)
 
 
 def _evaluate_stage(cfg, stage, store, skey, ckey, data, probe_parts, test_parts, reused) -> StageRecord:

@@ -66,13 +66,13 @@ def _resume_state() -> dict[str, Any] | None:
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
 
 
-def _reporter(rank: int, fault: dict[str, Any] | None):
-    """Per-epoch hook: every rank reports (a barrier), rank 0 attaches the epoch checkpoint."""
+def _reporter(rank: int, fault: dict[str, Any] | None, every: int, epochs: int):
+    """Per-epoch hook: every rank reports (a barrier); rank 0 attaches a checkpoint every `every` epochs."""
 
     def on_epoch_end(metrics: dict[str, Any], state_fn) -> None:
         tmp = None
         checkpoint = None
-        if rank == 0:
+        if rank == 0 and (metrics["epoch"] % every == 0 or metrics["epoch"] == epochs):
             tmp = tempfile.mkdtemp(prefix="mcl-ckpt-")
             torch.save(state_fn(), Path(tmp) / STATE_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -188,7 +188,7 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
             ctx = StageContext(
                 rank=rank, world_size=world, device=device,
                 wrap_model=lambda m: ray.train.torch.prepare_model(m, move_to_device=False),
-                on_epoch_end=_reporter(rank, job.get("fault")),
+                on_epoch_end=_reporter(rank, job.get("fault"), cfg.ray.checkpoint_every, cfg.train.epochs),
                 on_step=_step_recorder(job.get("record_steps"), stage, rank),
                 progress=job["progress"],
             )
