@@ -167,9 +167,13 @@ def test_concurrent_requests_for_one_stage_build_it_once(tmp_path):
     assert sorted(m for _, m in outcomes) == [False, False, True]
 
 
-def test_cli_trains_on_ray_by_default(tmp_path, data_root, capsys):
-    code = main(["train", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", f"data.root={data_root}",
-                 "--output", str(tmp_path)])
+def test_cli_trains_on_ray_by_default_with_relative_paths(tmp_path, data_root, capsys, monkeypatch):
+    # Ray Train workers do not run in the driver's directory: relative paths must still land here
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(data_root)
+    code = main(["train", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", "data.root=data", "--output", "runs"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "integrated" in out and (tmp_path / "stages").is_dir()
+    assert "integrated" in out
+    assert list((tmp_path / "runs" / "stages").glob("*/_COMPLETE.json"))
+    assert (tmp_path / "runs" / "mcl" / "stage_1" / "metrics.json").exists()

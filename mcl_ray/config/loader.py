@@ -123,3 +123,21 @@ def load_config(
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def with_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The same config with every local path made absolute (and ~ expanded).
+
+    Ray workers do not run in the driver's working directory (Ray Train moves them to its own), so a relative
+    `output_dir` or `data.root` would silently point somewhere else there. URIs (s3://...) are left alone.
+    """
+
+    def absolute(path: str | None) -> str | None:
+        if path is None or "://" in path:
+            return path
+        return str(Path(path).expanduser().resolve())
+
+    data = cfg.data.model_copy(update={"root": absolute(cfg.data.root), "cache_dir": absolute(cfg.data.cache_dir)})
+    mcl = cfg.mcl.model_copy(update={"init_checkpoint": absolute(cfg.mcl.init_checkpoint)})
+    ray_cfg = cfg.ray.model_copy(update={"storage": absolute(cfg.ray.storage)})
+    return cfg.model_copy(update={"output_dir": absolute(cfg.output_dir), "data": data, "mcl": mcl, "ray": ray_cfg})

@@ -168,7 +168,16 @@ class RayConfig(Strict):
     """How stages run on Ray (ignored by `run_local`). 'auto' GPU settings follow the cluster's resources."""
 
     use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="Train workers on GPUs (auto: if the cluster has any)")
-    cpus_per_worker: float = Field(1.0, gt=0.0, description="logical CPUs per Train worker (also its torch threads)")
+    cpus_per_worker: Union[float, Literal["auto"]] = Field(
+        "auto", description="logical CPUs per Train worker, also its torch threads (auto: 1 logical CPU, threads = node cores / workers on the node)"
+    )
+
+    @field_validator("cpus_per_worker")
+    @classmethod
+    def _cpus(cls, v: float | str) -> float | str:
+        if v != "auto" and v <= 0:
+            raise ValueError(f"must be > 0 or 'auto', got {v}")
+        return v
     gpus_per_worker: float = Field(1.0, gt=0.0, le=8.0)
     clustering_cpus: float = Field(1.0, ge=0.0, description="CPUs held by the clustering actor (its faiss threads)")
     clustering_gpus: Union[float, Literal["auto"]] = Field("auto", description="GPUs for the clustering actor (auto: 1 if any)")

@@ -16,6 +16,7 @@ import numpy as np
 import ray
 import yaml
 
+from mcl_ray.config.loader import with_absolute_paths
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.from_config import ExperimentData, load_experiment_data
 from mcl_ray.engine.clustering_actor import ClusteringActor
@@ -45,6 +46,7 @@ def iter_stages(
     record_steps: str | None = None,
 ) -> Iterator[StageRecord]:
     """Run (or reuse) every stage in order on the connected Ray cluster, yielding each finished stage."""
+    cfg = with_absolute_paths(cfg)
     store = ArtifactStore(storage_root(cfg))
     resources = plan_resources(cfg, cluster_gpus())
     data = data or load_experiment_data(cfg.data)  # bad paths / corrupt files fail here, before any job
@@ -143,6 +145,7 @@ def run_mcl(
     Returns per-stage metrics, reuse flags and artifact locations; writes `<storage>/<name>/summary.json`
     and, on local storage, TensorBoard curves under `<storage>/<name>/tensorboard`.
     """
+    cfg = with_absolute_paths(cfg)
     data = data or load_experiment_data(cfg.data)  # missing or corrupt data fails before Ray starts
     started = ensure_ray(address, num_cpus=local_cpus_needed(cfg))
     store = ArtifactStore(storage_root(cfg))

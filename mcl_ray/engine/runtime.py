@@ -23,6 +23,7 @@ class StageResources:
     use_gpu: bool
     cpus_per_worker: float
     gpus_per_worker: float
+    auto_threads: bool
     clustering_cpus: float
     clustering_gpus: float
 
@@ -35,8 +36,13 @@ class StageResources:
         return (self.workers * self.gpus_per_worker if self.use_gpu else 0.0) + self.clustering_gpus
 
     @property
-    def worker_threads(self) -> int:
-        return max(1, int(self.cpus_per_worker))
+    def worker_threads(self) -> int | None:
+        """torch threads per worker; None = the worker divides its node's cores among the workers there."""
+        return None if self.auto_threads else max(1, int(self.cpus_per_worker))
+
+
+def logical_cpus_per_worker(cfg: ExperimentConfig) -> float:
+    return 1.0 if cfg.ray.cpus_per_worker == "auto" else float(cfg.ray.cpus_per_worker)
 
 
 def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources:
@@ -53,7 +59,8 @@ def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources
     return StageResources(
         workers=cfg.train.workers,
         use_gpu=use_gpu,
-        cpus_per_worker=r.cpus_per_worker,
+        cpus_per_worker=logical_cpus_per_worker(cfg),
+        auto_threads=r.cpus_per_worker == "auto",
         gpus_per_worker=r.gpus_per_worker if use_gpu else 0.0,
         clustering_cpus=r.clustering_cpus,
         clustering_gpus=clustering_gpus,
@@ -62,7 +69,7 @@ def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources
 
 def local_cpus_needed(cfg: ExperimentConfig, trials: int = 1, trial_cpus: float = 0.0) -> int:
     """Logical CPUs a local Ray instance needs so `trials` concurrent runs never wait on CPU accounting."""
-    per_run = cfg.train.workers * cfg.ray.cpus_per_worker + cfg.ray.clustering_cpus + trial_cpus
+    per_run = cfg.train.workers * logical_cpus_per_worker(cfg) + cfg.ray.clustering_cpus + trial_cpus
     return max(os.cpu_count() or 1, math.ceil(per_run * trials))
 
 

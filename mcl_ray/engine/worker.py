@@ -165,9 +165,10 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
     """train_loop_per_worker. Returns (rank 0's value reaches the driver) history and clustering info,
     or {'error': message} for errors a restart cannot fix (NaN loss, bad data), so Ray does not retry them."""
     _setup_logging(job["progress"])
-    torch.set_num_threads(job["threads"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    threads = job["threads"] or max(1, (os.cpu_count() or 1) // context.get_local_world_size())
+    torch.set_num_threads(threads)
     device = ray.train.torch.get_device()
     cfg = ExperimentConfig.model_validate(job["cfg"])
     stage = job["stage"]

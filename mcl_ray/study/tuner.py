@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from mcl_ray.config.loader import with_absolute_paths
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.engine.runtime import plan_resources
 from mcl_ray.errors import ConfigError
@@ -57,10 +58,13 @@ def storage_uri(study: StudyConfig) -> str:
 
 
 def resolved_experiment(study: StudyConfig, cluster_gpus: float) -> dict[str, Any]:
-    """The base experiment with its 'auto' GPU settings fixed now, so every trial asks for what it reserved."""
-    plan = plan_resources(study.base_experiment(), cluster_gpus)
-    ray_section = {**study.experiment.get("ray", {}), "use_gpu": plan.use_gpu, "clustering_gpus": plan.clustering_gpus}
-    return {**study.experiment, "ray": ray_section}
+    """The base experiment with absolute paths (trials run in their own directories) and its 'auto' GPU
+    settings fixed now, so every trial asks for what its placement group reserved."""
+    cfg = with_absolute_paths(study.base_experiment())
+    plan = plan_resources(cfg, cluster_gpus)
+    experiment = cfg.model_dump(mode="json")
+    experiment["ray"].update(use_gpu=plan.use_gpu, clustering_gpus=plan.clustering_gpus)
+    return experiment
 
 
 def study_param_space(study: StudyConfig, cluster_gpus: float | None = None) -> dict[str, Any]:
