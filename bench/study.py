@@ -1,7 +1,7 @@
 """The bundled local-profile studies end to end: wall time and each trial's 1-stage baseline vs MCL.
 
-    python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min
-    python -m bench.study sweep_vit             # ~11 min on 2 cores
+    python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min on 2 cores
+    python -m bench.study sweep_vit             # ~7.5 min
     python -m bench.study sweep_vit --existing studies/results/sweep-vit --wall-s 628.7
                                                 # summarise a study already run (wall time measured outside)
 
@@ -15,6 +15,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def main() -> None:
     command = f"python studies/{args.script}.py"
     if args.existing:
         study_dir, wall = Path(args.existing), args.wall_s
-    else:
-        study_dir = ROOT / study.study.storage / study.study.name
-        shutil.rmtree(study_dir, ignore_errors=True)
+    else:  # fresh storage: an existing stage cache would make every trial a reuse
+        storage = Path(tempfile.mkdtemp(prefix="mcl-study-bench-"))
+        study_dir = storage / study.study.name
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "studies" / f"{args.script}.py")], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, str(ROOT / "studies" / f"{args.script}.py"), "--storage", str(storage)],
+                       check=True, cwd=ROOT)
         wall = time.perf_counter() - t0
     metric = study.study.metric
     trials = rank_trials(load_trials(study_dir)[0], metric, study.study.mode)
@@ -56,6 +58,8 @@ def main() -> None:
                      "experiment": study.base_experiment().model_dump(mode="json")},
     })
     print(f"wrote {path}")
+    if not args.existing:
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 if __name__ == "__main__":
