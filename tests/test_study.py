@@ -134,7 +134,7 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
         time.sleep(1)
     assert driver.poll() is None, "the study finished before it could be interrupted"
     assert terminated_trials(study_dir) >= 1, "no trial finished in time"
-    first = trial_dirs(study_dir)[0]
+    first = next(t for t in trial_dirs(study_dir) if len(stage_rows(t)) == 2)  # the finished trial
     first_rows = stage_rows(first)
     os.killpg(driver.pid, signal.SIGKILL)  # the study driver dies mid-study
     driver.wait()
