@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from mcl_ray.errors import ConfigError  # noqa: E402
+from mcl_ray.tracking.tables import fixed_width  # noqa: E402
 
 HIDDEN = ("experiment", "study")
 
@@ -97,10 +98,7 @@ def trial_table(trials: list[Trial], metric: str) -> str:
         first, last = t.value(metric, 0), t.value(metric)
         rows.append([t.label, *(_fmt(t.params.get(n, "")) for n in names), str(len(t.stages)),
                      f"{first:.3f}", f"{last:.3f}", f"{last - first:+.3f}"])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    return fixed_width(header, rows)
 
 
 def param_importances(trials: list[Trial], metric: str, mode: str) -> dict[str, float]:

@@ -28,6 +28,7 @@ from mcl_ray.mcl.cluster_stats import cluster_stats
 from mcl_ray.mcl.clustering import kmeans
 from mcl_ray.mcl.groups import combine_labels
 from mcl_ray.mcl.integration import integrate
+from mcl_ray.tracking.tables import fixed_width
 from mcl_ray.train.embed import embed_images
 from mcl_ray.train.specs import augment_spec, resolve_device
 from mcl_ray.train.stage import OnlineProbe, StageContext, stage_seed, train_stage
@@ -194,7 +195,4 @@ def results_table(result: ExperimentResult) -> str:
     for s in result.stages:
         for name, ev in (("stage", s.stage_eval), ("integrated", s.integrated_eval)):
             rows.append([str(s.stage), name] + [f"{ev.get(a, {}).get(m, float('nan')):.3f}" for a in attrs for m in metrics])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    return fixed_width(header, rows)
