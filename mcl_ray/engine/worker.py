@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ STATE_FILE = "state.pt"
 def _setup_logging(progress: bool) -> None:
     """Our progress lines from rank 0; Ray Train's per-report INFO lines would drown them."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*", category=FutureWarning)
     logger = logging.getLogger("mcl_ray")
     logger.setLevel(logging.INFO if progress else logging.WARNING)
     if not logger.handlers:
