@@ -17,20 +17,16 @@ import ray
 import torch
 
 from mcl_ray.cli import main
-from mcl_ray.config import load_config
 from mcl_ray.engine import run_mcl
 from mcl_ray.engine.leases import stage_lease
 from mcl_ray.errors import TrainingError
 from mcl_ray.mcl.sampler import GroupBatchSampler
 from mcl_ray.store import ArtifactStore
 from mcl_ray.train.stage import stage_seed
+from tiny import TINY, tiny_config
 
-TINY = [
-    "data.train_size=240", "data.test_size=120", "data.image_size=16",
-    "model.backbone=test_resnet", "model.proj_hidden_dim=32", "model.proj_dim=16",
-    "train.epochs=2", "train.batch_size=64", "mcl.stages=2", "mcl.clusters=4", "train.workers=2",
-    "eval.linear_epochs=20", "eval.online_knn_samples=100", "eval.online_knn_every=0", "train.device=cpu",
-]
+# the tiny experiment on 2 Ray Train workers; 240 images split evenly over ranks and batches
+ENGINE = ["data.train_size=240", "data.test_size=120", "train.workers=2", "eval.online_knn_every=0"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,13 +36,8 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
-
-
 def config(tmp_path, data_root, *extra):
-    return load_config(overrides=[*TINY, f"output_dir={tmp_path}", f"data.root={data_root}", *extra])
+    return tiny_config(tmp_path, data_root, *ENGINE, *extra)
 
 
 def read_steps(path, stage):
@@ -171,7 +162,7 @@ def test_cli_trains_on_ray_by_default_with_relative_paths(tmp_path, data_root, c
     # Ray Train workers do not run in the driver's directory: relative paths must still land here
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").symlink_to(data_root)
-    code = main(["train", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", "data.root=data", "--output", "runs"])
+    code = main(["train", "--quiet", *TINY, *ENGINE, "mcl.stages=1", "train.epochs=1", "data.root=data", "--output", "runs"])
     assert code == 0
     out = capsys.readouterr().out
     assert "integrated" in out

@@ -9,29 +9,12 @@ import pytest
 import torch
 
 from mcl_ray.cli import main
-from mcl_ray.config import load_config
 from mcl_ray.data.from_config import load_experiment_data
 from mcl_ray.errors import TrainingError
 from mcl_ray.train import stage as stage_module
 from mcl_ray.train.pipeline import results_table, run_local
 from mcl_ray.train.stage import train_stage
-
-TINY = [
-    "data.train_size=300", "data.test_size=150", "data.image_size=16",
-    "model.backbone=test_resnet", "model.proj_hidden_dim=32", "model.proj_dim=16",
-    "train.epochs=2", "train.batch_size=64", "mcl.stages=2", "mcl.clusters=4",
-    "eval.linear_epochs=20", "eval.online_knn_samples=100", "train.device=cpu",
-]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
-
-
-def tiny_config(tmp_path, data_root, *extra):
-    return load_config(overrides=[*TINY, f"output_dir={tmp_path}", f"data.root={data_root}", *extra])
-
+from tiny import TINY, tiny_config
 
 def test_two_stage_run_writes_everything(tmp_path, data_root):
     cfg = tiny_config(tmp_path, data_root)

@@ -90,6 +90,9 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
         return False
     except ConnectionError:
         pass
+    # One machine has no spot preemption to watch for; without the watcher a Train run keeps one process fewer
+    # beside its workers, and its start no longer logs an error line (ray-project/ray#53727).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(num_cpus=num_cpus, log_to_driver=True)
     return True
 

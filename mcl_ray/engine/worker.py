@@ -42,6 +42,12 @@ STATE_FILE = "state.pt"
 def _setup_logging(progress: bool) -> None:
     """Our progress lines from rank 0; Ray Train's per-report INFO lines would drown them."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # Ray Train 2.60 logs every report from a logger named after its file, outside "ray.train"
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
     logger = logging.getLogger("mcl_ray")
     logger.setLevel(logging.INFO if progress else logging.WARNING)
     if not logger.handlers:
