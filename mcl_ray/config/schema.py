@@ -167,7 +167,7 @@ class EvalConfig(Strict):
 class RayConfig(Strict):
     """How stages run on Ray (ignored by `run_local`). 'auto' GPU settings follow the cluster's resources."""
 
-    use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="Train workers on GPUs (auto: if the cluster has any)")
+    use_gpu: Union[bool, Literal["auto"]] = Field("auto", description="Train workers on GPUs (auto: if the cluster has any and train.device is not cpu)")
     cpus_per_worker: Union[float, Literal["auto"]] = Field(
         "auto", description="logical CPUs per Train worker, also its torch threads (auto: 1 logical CPU, threads = node cores / workers on the node)"
     )

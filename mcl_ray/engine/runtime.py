@@ -48,7 +48,7 @@ def logical_cpus_per_worker(cfg: ExperimentConfig) -> float:
 def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources:
     """Resolve the 'auto' GPU settings against the cluster's GPU count."""
     r = cfg.ray
-    use_gpu = (cluster_gpus > 0) if r.use_gpu == "auto" else bool(r.use_gpu)
+    use_gpu = (cluster_gpus > 0 and cfg.train.device != "cpu") if r.use_gpu == "auto" else bool(r.use_gpu)
     if use_gpu and cluster_gpus <= 0:
         raise ConfigError("ray.use_gpu: true, but the Ray cluster has no GPUs (set ray.use_gpu: auto or false)")
     if use_gpu and cfg.train.device == "cpu":

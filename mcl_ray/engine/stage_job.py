@@ -29,6 +29,14 @@ def train_run_name(stage_key: str) -> str:
     return f"stage-{stage_key}"
 
 
+def scaling_config(resources: StageResources) -> ray.train.ScalingConfig:
+    """The Train worker group: `workers` workers, each with its logical CPUs and (on GPU clusters) GPUs."""
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    return ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker)
+
+
 def run_stage_job(
     cfg: ExperimentConfig,
     stage: int,
@@ -65,16 +73,11 @@ def run_stage_job(
         "attributes": attributes, "kmeans_seed": kmeans_seed, "threads": resources.worker_threads,
         "progress": progress, "fault": fault, "record_steps": record_steps,
     }
-    per_worker = {"CPU": resources.cpus_per_worker}
-    if resources.use_gpu:
-        per_worker["GPU"] = resources.gpus_per_worker
     trainer = TorchTrainer(
         stage_worker,
         train_loop_config=job,
         torch_config=TorchConfig(),  # gloo on CPU, NCCL on GPU
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker,
-        ),
+        scaling_config=scaling_config(resources),
         run_config=ray.train.RunConfig(
             name=train_run_name(stage_key),
             storage_path=store.uri(TRAIN_DIR),
