@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mcl_ray.cli import main
 from mcl_ray.engine import run_mcl
@@ -64,6 +65,12 @@ def expected_steps(groups, cfg, stage, world):
     return dict(out)
 
 
+def epoch_losses(logdir) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    return sorted((e.step, round(e.value, 5)) for e in events.Scalars("epoch/loss"))
+
+
 def test_two_worker_run_keeps_ranks_on_one_group_then_reuses_everything(tmp_path, data_root):
     cfg = config(tmp_path, data_root, "train.batch_size=32")
     steps_dir = tmp_path / "steps"
@@ -93,7 +100,9 @@ def test_two_worker_run_keeps_ranks_on_one_group_then_reuses_everything(tmp_path
         assert set(metrics["integrated_eval"]) == {"shape", "texture", "color"}
     stats = json.loads((tmp_path / "clusters" / result.stages[0].keys["clusters"] / "stats.json").read_text())
     assert stats["clusters"]["num_groups"] == 4 and stats["train_points"] == 240
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # per-epoch curves, written live by the Train controller: each epoch once, on the global epoch axis
+    losses = [round(h["loss"], 5) for s in result.stages for h in s.history]
+    assert epoch_losses(run_dir / "tensorboard") == list(zip([1, 2, 3, 4], losses))
     assert not (tmp_path / "ray_train" / f"stage-{result.stages[0].keys['stage']}").exists()  # checkpoints cleaned
 
     again = run_mcl(cfg, progress=False)
@@ -119,6 +128,8 @@ def test_interrupted_stage_resumes_from_its_last_epoch_checkpoint(tmp_path, data
     metrics = json.loads((tmp_path / cfg.name / "stage_1" / "metrics.json").read_text())
     assert metrics["resumed_after_epoch"] == 2  # epochs 1-2 came from the checkpoint
     assert [h["epoch"] for h in stage.history] == [1, 2, 3]
+    # the failed attempt's epochs were already on TensorBoard (written live); the resumed job added epoch 3
+    assert [step for step, _ in epoch_losses(tmp_path / cfg.name / "tensorboard")] == [1, 2, 3]
 
 
 def test_worker_death_is_restarted_from_the_latest_checkpoint(tmp_path, data_root):

@@ -124,15 +124,17 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
     data = tmp_path / "data"
     args = [sys.executable, str(ROOT / "studies" / "sweep_resnet.py"), "--address", ray_cluster,
             "--profile", "local", "--storage", str(storage), *TINY_STUDY, f"experiment.data.root={data}"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = dict(os.environ)  # the same Ray auth mode as this process's cluster
+    log_path = tmp_path / "driver.log"
+    with log_path.open("wb") as log_file:
+        driver = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     study_dir = storage / "sweep-resnet"
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and driver.poll() is None:
         if terminated_trials(study_dir) >= 1:
             break
         time.sleep(1)
-    assert driver.poll() is None, "the study finished before it could be interrupted"
+    assert driver.poll() is None, "the study finished before it could be interrupted:\n" + log_path.read_text()[-3000:]
     assert terminated_trials(study_dir) >= 1, "no trial finished in time"
     first = next(t for t in trial_dirs(study_dir) if len(stage_rows(t)) == 2)  # the finished trial
     first_rows = stage_rows(first)

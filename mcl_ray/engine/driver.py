@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.from_config import ExperimentData, load_experiment_data
 from mcl_ray.engine.clustering_actor import ClusteringActor
 from mcl_ray.engine.leases import stage_lease
+from mcl_ray.engine.live_curves import LiveCurves
 from mcl_ray.engine.runtime import cluster_gpus, ensure_ray, local_cpus_needed, plan_resources
 from mcl_ray.engine.stage_job import remove_train_checkpoints, run_stage_job
 from mcl_ray.mcl.integration import integrate
@@ -44,8 +46,13 @@ def iter_stages(
     data: ExperimentData | None = None,
     fault: dict[str, Any] | None = None,
     record_steps: str | None = None,
+    curves_dir: str | Path | None = None,
 ) -> Iterator[StageRecord]:
-    """Run (or reuse) every stage in order on the connected Ray cluster, yielding each finished stage."""
+    """Run (or reuse) every stage in order on the connected Ray cluster, yielding each finished stage.
+
+    With `curves_dir` (a directory on this node), stages trained here write their per-epoch TensorBoard
+    curves there live; a yielded record with reused["stage"] False has had its curves written already.
+    """
     cfg = with_absolute_paths(cfg)
     store = ArtifactStore(storage_root(cfg))
     resources = plan_resources(cfg, cluster_gpus())
@@ -84,6 +91,7 @@ def iter_stages(
                         actor=actor, attributes=attributes, num_samples=len(data.pretrain),
                         kmeans_seed=stage_seed(cfg, stage), progress=progress, fault=fault,
                         record_steps=record_steps,
+                        callbacks=[LiveCurves(str(curves_dir), stage + 1, cfg.train.epochs)] if curves_dir else None,
                     )
                     remove_train_checkpoints(store, skey)
             reused = {"stage": not out.get("trained", False), "clusters": None if last else not out.get("cluster")}
@@ -153,10 +161,12 @@ def run_mcl(
     result = ExperimentResult(config=cfg, run_dir=local_run or store.uri(cfg.name))
     writer = RunWriter(local_run / "tensorboard") if (tensorboard and local_run is not None) else None
     try:
-        for record in iter_stages(cfg, progress=progress, data=data, fault=fault, record_steps=record_steps):
+        curves_dir = local_run / "tensorboard" if writer else None
+        for record in iter_stages(cfg, progress=progress, data=data, fault=fault, record_steps=record_steps,
+                                  curves_dir=curves_dir):
             result.stages.append(record)
             if writer:
-                writer.log_stage(record, cfg.train.epochs)
+                writer.log_stage(record, cfg.train.epochs, curves=bool(record.reused and record.reused["stage"]))
         store.run(cfg.name).put_json("summary.json", result.summary())
         return result
     finally:

@@ -55,8 +55,11 @@ def run_stage_job(
     progress: bool,
     fault: dict[str, Any] | None = None,
     record_steps: str | None = None,
+    callbacks: list[ray.train.UserCallback] | None = None,
 ) -> dict[str, Any]:
-    """Run the stage's Train job; returns rank 0's output (history, cluster info, resume point)."""
+    """Run the stage's Train job; returns rank 0's output (history, cluster info, resume point).
+
+    `callbacks` run in Ray Train's controller after every report (e.g. live TensorBoard curves)."""
     job_id = uuid.uuid4().hex
     if fault is not None:  # where the controller records checkpoints (the fault hook waits on it)
         local = store.local_path(TRAIN_DIR, train_run_name(stage_key), CHECKPOINT_SNAPSHOT)
@@ -83,6 +86,7 @@ def run_stage_job(
             storage_path=store.uri(TRAIN_DIR),
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
+            callbacks=list(callbacks or []),
         ),
     )
     try:

@@ -57,15 +57,17 @@ def mcl_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable. `config` = {'experiment': base dict, 'study': {...}, **searched params}."""
     context = ray.tune.get_context()
     cfg = trial_experiment(config, context.get_trial_id())
-    writer = RunWriter(Path(context.get_trial_dir()) / "curves")
+    curves = Path(context.get_trial_dir()) / "curves"
+    writer = RunWriter(curves)
     try:
-        for record in iter_stages(cfg, progress=False):
-            writer.log_stage(record, cfg.train.epochs)
+        for record in iter_stages(cfg, progress=False, curves_dir=curves):
+            reused = bool(record.reused and record.reused["stage"])
+            writer.log_stage(record, cfg.train.epochs, curves=reused)  # trained stages wrote theirs live
             metrics = with_means(stage_scalars(record))
             metrics.update(
                 stage=record.stage,
                 stages_planned=cfg.mcl.stages,
-                reused_stage=bool(record.reused and record.reused["stage"]),
+                reused_stage=reused,
                 train_minutes=sum(h.get("epoch_time_s", 0.0) for h in record.history) / 60,
             )
             ray.tune.report(metrics)

@@ -1,7 +1,9 @@
 """TensorBoard scalars for one run: per-epoch training curves and per-stage evaluation.
 
 Curves use a global epoch axis (stage s, epoch e -> (s - 1) * epochs + e) so the stages of a run line up
-one after another; evaluation uses the stage number as its step, which is also what Tune reports.
+one after another; evaluation uses the stage number as its step, which is also what Tune reports. On Ray the
+curves are written live, epoch by epoch, by `engine.live_curves.LiveCurves`; `RunWriter.log_stage` writes
+them from a stage's history only for stages that were not trained in this run (reused ones).
 """
 
 from __future__ import annotations
@@ -25,18 +27,36 @@ def stage_scalars(record) -> dict[str, float]:
     return out
 
 
+def epoch_scalars(row: dict, stage: int, epochs_per_stage: int) -> tuple[int, dict[str, float]]:
+    """One epoch's history row -> (global epoch step, {'epoch/<name>': value}) for its numeric entries."""
+    step = (stage - 1) * epochs_per_stage + int(row["epoch"])
+    values = {
+        f"epoch/{name}": float(value)
+        for name, value in row.items()
+        if name not in ("stage", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    return step, values
+
+
 class RunWriter:
     """One SummaryWriter per run (or trial) directory."""
 
     def __init__(self, logdir: str | Path):
         self.writer = SummaryWriter(log_dir=str(logdir))
 
-    def log_stage(self, record, epochs_per_stage: int) -> None:
-        for row in record.history:
-            step = (record.stage - 1) * epochs_per_stage + int(row["epoch"])
-            for name, value in row.items():
-                if name not in ("stage", "epoch") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"epoch/{name}", value, step)
+    def log_epoch(self, row: dict, stage: int, epochs_per_stage: int) -> None:
+        step, values = epoch_scalars(row, stage, epochs_per_stage)
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def log_stage(self, record, epochs_per_stage: int, *, curves: bool = True) -> None:
+        """The stage's evaluation; with curves=True also its per-epoch history (when nobody wrote it live)."""
+        if curves:
+            for row in record.history:
+                step, values = epoch_scalars(row, record.stage, epochs_per_stage)
+                for name, value in values.items():
+                    self.writer.add_scalar(name, value, step)
         for name, value in stage_scalars(record).items():
             self.writer.add_scalar(name, value, record.stage)
         self.writer.flush()
