@@ -13,7 +13,7 @@ from mcl_ray.engine.live_curves import LiveCurves
 def scalars(logdir, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(logdir))
     events.Reload()
-    return [(e.step, round(e.value, 6)) for e in events.Scalars(tag)]
+    return sorted((e.step, round(e.value, 6)) for e in events.Scalars(tag))  # files of one dir: any order
 
 
 def row(epoch: int, loss: float) -> dict:

@@ -131,5 +131,10 @@ def build_tuner(
             num_samples=s.samples, max_concurrent_trials=limit,
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
         ),
-        run_config=tune.RunConfig(name=s.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1)),
+        run_config=tune.RunConfig(
+            name=s.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1),
+            # each trial's curves/ (written on its node) reaches remote storage at its reports; local storage
+            # is the trial directory itself, so nothing is copied there
+            sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=60),
+        ),
     )
