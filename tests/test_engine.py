@@ -108,6 +108,7 @@ def test_two_worker_run_keeps_ranks_on_one_group_then_reuses_everything(tmp_path
     again = run_mcl(cfg, progress=False)
     assert [s.reused for s in again.stages] == [{"stage": True, "clusters": True}, {"stage": True, "clusters": None}]
     assert [s.integrated_eval for s in again.stages] == [s.integrated_eval for s in result.stages]
+    assert epoch_losses(run_dir / "tensorboard") == list(zip([1, 2, 3, 4], losses))  # the re-run drew nothing twice
     # a different K after stage 1 reuses the trained stage 1 and re-clusters it
     other = run_mcl(config(tmp_path, data_root, "train.batch_size=32", "mcl.clusters=3", "name=k3"), progress=False)
     assert other.stages[0].reused == {"stage": True, "clusters": False}

@@ -51,3 +51,19 @@ def test_an_unwritable_directory_warns_instead_of_failing_the_stage(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="mcl_ray"):
         callback.after_report(None, [row(1, 3.0)], checkpoint=None)
     assert "could not write epoch 1" in caplog.text
+
+
+def test_a_rerun_adds_no_point_twice(tmp_path):
+    from types import SimpleNamespace
+
+    from mcl_ray.tracking.tensorboard import RunWriter
+
+    LiveCurves(str(tmp_path), stage=1, epochs_per_stage=2).after_report(None, [row(1, 3.0)], checkpoint=None)
+    record = SimpleNamespace(stage=1, history=[row(1, 3.0), row(2, 2.0)], integrated_eval={"shape": {"knn": 0.5}},
+                             stage_eval={"shape": {"knn": 0.4}}, cluster=None)
+    for _ in range(2):  # the run, then the same run again (every stage reused)
+        writer = RunWriter(tmp_path)
+        writer.log_stage(record, epochs_per_stage=2)
+        writer.close()
+    assert scalars(tmp_path, "epoch/loss") == [(1, 3.0), (2, 2.0)]  # epoch 1 was live, epoch 2 from the history
+    assert scalars(tmp_path, "integrated/shape/knn") == [(1, 0.5)]

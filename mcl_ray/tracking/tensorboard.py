@@ -38,10 +38,22 @@ def epoch_scalars(row: dict, stage: int, epochs_per_stage: int) -> tuple[int, di
     return step, values
 
 
+def written_points(logdir: str | Path) -> set[tuple[str, int]]:
+    """(tag, step) pairs already in `logdir`: from an earlier or interrupted run of the same name, or written live."""
+    if not Path(logdir).is_dir():
+        return set()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {(tag, e.step) for tag in events.Tags().get("scalars", []) for e in events.Scalars(tag)}
+
+
 class RunWriter:
     """One SummaryWriter per run (or trial) directory."""
 
     def __init__(self, logdir: str | Path):
+        self.logdir = Path(logdir)
         self.writer = SummaryWriter(log_dir=str(logdir))
 
     def log_epoch(self, row: dict, stage: int, epochs_per_stage: int) -> None:
@@ -51,14 +63,17 @@ class RunWriter:
         self.writer.flush()
 
     def log_stage(self, record, epochs_per_stage: int, *, curves: bool = True) -> None:
-        """The stage's evaluation; with curves=True also its per-epoch history (when nobody wrote it live)."""
+        """The stage's evaluation and, with curves=True, its per-epoch history. Points already on disk (written
+        live, or by an earlier run of the same name) are skipped, so a re-run never draws a curve twice."""
+        present = written_points(self.logdir)
+        points = [(name, value, record.stage) for name, value in stage_scalars(record).items()]
         if curves:
             for row in record.history:
                 step, values = epoch_scalars(row, record.stage, epochs_per_stage)
-                for name, value in values.items():
-                    self.writer.add_scalar(name, value, step)
-        for name, value in stage_scalars(record).items():
-            self.writer.add_scalar(name, value, record.stage)
+                points += [(name, value, step) for name, value in values.items()]
+        for name, value, step in points:
+            if (name, step) not in present:
+                self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
     def close(self) -> None:
