@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ STATE_FILE = "state.pt"
 def _setup_logging(progress: bool) -> None:
     """Our progress lines from rank 0; Ray Train's per-report INFO lines would drown them."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # torch 2.14 deprecates torch.distributed.nn.functional.all_gather (see objectives/distributed.py)
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*", category=FutureWarning)
     try:  # Ray Train 2.60 logs every report from a logger named after its file, outside "ray.train"
         from ray.train.v2._internal.execution import context as train_context
 
