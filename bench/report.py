@@ -27,6 +27,11 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def section(intro: str, header: list[str], rows: list[list[str]], result: dict, *notes: str) -> str:
+    """One benchmark's README block: what was run, its table, any verdict lines, and the machine."""
+    return "\n\n".join([intro, md_table(header, rows), *notes, machine_line(result)])
+
+
 def suppression(result: dict) -> str:
     s = result["settings"]
     summary = result["summary_mean_std"]
@@ -60,18 +65,14 @@ def clustering(result: dict) -> str:
          f"{r['inertia_gap_pct']:+.2f}%"]
         for r in result["rows"]
     ]
-    return "\n".join([
+    return section(
         f"**Between-stage clustering** (`python -m bench.clustering`; N={result['data']['n']:,}, "
         f"d={result['data']['d']}, {result['threads']['both']} threads each): faiss k-means vs scikit-learn MiniBatchKMeans (the official MCL code's "
         "choice), inertia on all points (negative = faiss better).",
-        "",
-        md_table(["K", "faiss s", "sklearn s", "speed-up", "faiss inertia vs sklearn"], rows),
-        "",
+        ["K", "faiss s", "sklearn s", "speed-up", "faiss inertia vs sklearn"], rows, result,
         f"Target (>= {result['target']['speedup_min']:.0f}x faster, inertia <= "
         f"{result['target']['inertia_gap_pct_max']:.0f}% worse) met on every K: {result['all_meet_target']}.",
-        "",
-        machine_line(result),
-    ])
+    )
 
 
 def augment(result: dict) -> str:
@@ -81,14 +82,11 @@ def augment(result: dict) -> str:
         for r in result["throughput"]
     ]
     columns = ["px", "pipeline", "setting", "images/s", "batched 1 thread / this", "batched 2 threads / this"]
-    return "\n".join([
+    return section(
         "**Augmentation** (`python -m bench.augment`): batched per-sample augmentation on the training device "
         "vs a per-sample torchvision PIL pipeline in a DataLoader, two views per image, images/s.",
-        "",
-        md_table(columns, rows),
-        "",
-        machine_line(result),
-    ])
+        columns, rows, result,
+    )
 
 
 def overhead(result: dict) -> str:
@@ -105,24 +103,19 @@ def overhead(result: dict) -> str:
     dash_title, dash_flag = (", Ray's dashboard on", " --dashboard") if dashboard else ("", "")
     verdict = f"Target (1 worker >= {target}x the plain loop with the same threads) met with all cores busy: {result['target_met']}"
     verdict += f"; with one core spare: {spare}." if spare is not None else "."
-    return "\n".join([
+    return section(
         f"**What Ray costs{dash_title}** (`python -m bench.overhead{dash_flag}`; one stage, {s['backbone']}, Trifeature {s['image_size']} px, "
         f"{s['images']} images, {s['epochs']} epochs, global batch {s['batch_size']}; steady state = median images/s "
         "of the epochs after the first; each row is compared with the plain loop using the same torch threads; "
         "start-up = wall time minus epoch time, beyond the plain loop's):",
-        "",
-        md_table(["case", "setup", "steady images/s", "vs plain", "stage wall s", "extra start-up s"], rows),
-        "",
+        ["case", "setup", "steady images/s", "vs plain", "stage wall s", "extra start-up s"], rows, result,
         verdict,
-        "",
         f"Clustering at N={c['n']:,}, d={c['d']}, K={c['k']} (k-means trained on {c['train_points']:,} points): "
         f"in-process {c['in_process_s']:.1f} s vs ClusteringActor round trip {c['actor_round_trip_s']:.1f} s "
         f"({c['actor_vs_in_process']:.2f}x; includes shipping the samples and the labels). The actor's resident memory "
         f"went from {c['actor_idle_rss_mb']:,.0f} MB idle (torch, faiss, Ray) to {c['actor_peak_rss_mb']:,.0f} MB at peak: it holds the "
         f"bounded sample and N labels, never the {c['embeddings_mb']:,.0f} MB of embeddings, so its memory does not grow with N.",
-        "",
-        machine_line(result),
-    ])
+    )
 
 
 def study(result: dict) -> str:
@@ -133,15 +126,12 @@ def study(result: dict) -> str:
         for t in result["trials"]
     ]
     backbone = result["settings"]["experiment"]["model"]["backbone"]
-    return "\n".join([
+    return section(
         f"**Local study `{result['command']}`** ({result['wall_s'] / 60:.1f} min, {len(rows)} trials, "
         f"{result['settings']['scheduler']} scheduler, {backbone}; metric {result['metric']}; stage 1 of each trial "
         "is the 1-stage contrastive baseline with the same settings):",
-        "",
-        md_table(["trial", "stages planned", "K", "temperature", "lr", "stages run", "stage 1", "final", "gain (points)"], rows),
-        "",
-        machine_line(result),
-    ])
+        ["trial", "stages planned", "K", "temperature", "lr", "stages run", "stage 1", "final", "gain (points)"], rows, result,
+    )
 
 
 def main() -> None:
