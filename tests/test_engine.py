@@ -123,6 +123,8 @@ def test_interrupted_stage_resumes_from_its_last_epoch_checkpoint(tmp_path, data
         run_mcl(cfg, progress=False, fault=fault)
     assert marker.exists()
     assert not list((tmp_path / "stages").glob("*/_COMPLETE.json"))  # nothing looks finished
+    # the driver never got a finished stage, so only the live callback can have written these
+    assert [step for step, _ in epoch_losses(tmp_path / cfg.name / "tensorboard")] == [1, 2]
     resumed = run_mcl(cfg, progress=False)  # the same experiment again
     stage = resumed.stages[0]
     assert stage.reused["stage"] is False

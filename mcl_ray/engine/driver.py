@@ -51,7 +51,7 @@ def iter_stages(
     """Run (or reuse) every stage in order on the connected Ray cluster, yielding each finished stage.
 
     With `curves_dir` (a directory on this node), stages trained here write their per-epoch TensorBoard
-    curves there live; a yielded record with reused["stage"] False has had its curves written already.
+    curves there live.
     """
     cfg = with_absolute_paths(cfg)
     store = ArtifactStore(storage_root(cfg))
@@ -166,7 +166,7 @@ def run_mcl(
                                   curves_dir=curves_dir):
             result.stages.append(record)
             if writer:
-                writer.log_stage(record, cfg.train.epochs, curves=bool(record.reused and record.reused["stage"]))
+                writer.log_stage(record, cfg.train.epochs)
         store.run(cfg.name).put_json("summary.json", result.summary())
         return result
     finally:

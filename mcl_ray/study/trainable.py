@@ -61,13 +61,12 @@ def mcl_trainable(config: dict[str, Any]) -> None:
     writer = RunWriter(curves)
     try:
         for record in iter_stages(cfg, progress=False, curves_dir=curves):
-            reused = bool(record.reused and record.reused["stage"])
-            writer.log_stage(record, cfg.train.epochs, curves=reused)  # trained stages wrote theirs live
+            writer.log_stage(record, cfg.train.epochs)  # adds what live writing did not (reused stages)
             metrics = with_means(stage_scalars(record))
             metrics.update(
                 stage=record.stage,
                 stages_planned=cfg.mcl.stages,
-                reused_stage=reused,
+                reused_stage=bool(record.reused and record.reused["stage"]),
                 train_minutes=sum(h.get("epoch_time_s", 0.0) for h in record.history) / 60,
             )
             ray.tune.report(metrics)

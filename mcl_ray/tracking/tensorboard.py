@@ -2,8 +2,8 @@
 
 Curves use a global epoch axis (stage s, epoch e -> (s - 1) * epochs + e) so the stages of a run line up
 one after another; evaluation uses the stage number as its step, which is also what Tune reports. On Ray the
-curves are written live, epoch by epoch, by `engine.live_curves.LiveCurves`; `RunWriter.log_stage` writes
-them from a stage's history only for stages that were not trained in this run (reused ones).
+curves are written live, epoch by epoch, by `engine.live_curves.LiveCurves`; `RunWriter.log_stage` adds what
+is not on disk yet (the curves of reused stages, or epochs a live write missed).
 """
 
 from __future__ import annotations
@@ -62,15 +62,14 @@ class RunWriter:
             self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
-    def log_stage(self, record, epochs_per_stage: int, *, curves: bool = True) -> None:
-        """The stage's evaluation and, with curves=True, its per-epoch history. Points already on disk (written
-        live, or by an earlier run of the same name) are skipped, so a re-run never draws a curve twice."""
+    def log_stage(self, record, epochs_per_stage: int) -> None:
+        """The stage's evaluation and per-epoch history. Points already on disk (written live by `LiveCurves`,
+        or by an earlier run of the same name) are skipped, so no curve is ever drawn twice."""
         present = written_points(self.logdir)
         points = [(name, value, record.stage) for name, value in stage_scalars(record).items()]
-        if curves:
-            for row in record.history:
-                step, values = epoch_scalars(row, record.stage, epochs_per_stage)
-                points += [(name, value, step) for name, value in values.items()]
+        for row in record.history:
+            step, values = epoch_scalars(row, record.stage, epochs_per_stage)
+            points += [(name, value, step) for name, value in values.items()]
         for name, value, step in points:
             if (name, step) not in present:
                 self.writer.add_scalar(name, value, step)
