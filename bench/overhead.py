@@ -33,12 +33,14 @@ import torch
 
 from bench.clustering import sphere_mixture
 from bench.common import format_table, write_result
-from mcl_ray.config import load_config
-from mcl_ray.data.from_config import load_experiment_data
+from mcl_ray.data.experiment_data import load_experiment_data
+from mcl_ray.plan.from_config import data_spec, load_config, stage_specs
 from mcl_ray.engine.clustering_actor import ClusteringActor
 from mcl_ray.engine.runtime import plan_resources
 from mcl_ray.engine.stage_job import run_stage_job
 from mcl_ray.mcl.clustering import assign, kmeans
+from mcl_ray.plan.hooks import RunHooks
+from mcl_ray.plan.sequence import StageJob
 from mcl_ray.store.artifacts import ArtifactStore
 from mcl_ray.store.keys import stage_key
 from mcl_ray.train.stage import StageContext, train_stage
@@ -65,8 +67,8 @@ def steady(history: list[dict[str, Any]]) -> float:
 def plain_loop(cfg, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    data = load_experiment_data(cfg.data)
-    result = train_stage(cfg, 0, data.pretrain, None, ctx=StageContext(device=torch.device("cpu"), progress=False))
+    data = load_experiment_data(data_spec(cfg))
+    result = train_stage(stage_specs(cfg)[0], data.pretrain, None, ctx=StageContext(device=torch.device("cpu"), progress=False))
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "epochs_s": sum(h["epoch_time_s"] for h in result.history), "img_s": steady(result.history)}
 
@@ -75,11 +77,13 @@ def ray_stage(cfg) -> dict[str, Any]:
     store = ArtifactStore(cfg.output_dir)
     resources = plan_resources(cfg, 0.0)
     t0 = time.perf_counter()
-    out = run_stage_job(
-        cfg, 0, store=store, resources=resources, stage_key=stage_key(cfg, 0, None), cluster_key=None,
-        previous_clusters=None, init_stage=None, init_state=None, actor=None, attributes=None, num_samples=0,
-        kmeans_seed=0, progress=False,
-    )
+    spec = stage_specs(cfg)[0]
+    job = StageJob(spec=spec, store_root=store.root_uri, stage_key=stage_key(spec.identity(), None, scope=cfg.name),
+                   cluster_key=None, previous_clusters=None, init_stage=None, init_state=None, progress=False,
+                   hooks=RunHooks())
+    out = run_stage_job(job, resources=resources, actor=None, attributes=None, num_samples=0,
+                        max_failures=cfg.ray.max_failures, checkpoints_to_keep=cfg.ray.checkpoints_to_keep,
+                        checkpoint_every=cfg.ray.checkpoint_every)
     wall = time.perf_counter() - t0
     history = out["history"]
     return {"wall_s": wall, "epochs_s": sum(h["epoch_time_s"] for h in history), "img_s": steady(history)}

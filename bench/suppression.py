@@ -26,17 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bench.common import RESULTS_DIR, format_table, write_result
-from mcl_ray.config import load_config
 from mcl_ray.config.schema import ExperimentConfig
-from mcl_ray.data.from_config import load_experiment_data
+from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.mcl.integration import integrate
-from mcl_ray.models.encoder import build_encoder
-from mcl_ray.train.embed import embed_images
-from mcl_ray.train.pipeline import evaluate, run_local
-from mcl_ray.train.specs import augment_spec
+from mcl_ray.plan.evaluation import evaluate
+from mcl_ray.plan.from_config import data_spec, eval_spec, load_config
+from mcl_ray.plan.local import run_local
 
 ATTRIBUTES = ("shape", "texture", "color")
 METRICS = ("knn", "linear")
@@ -70,39 +67,37 @@ def accuracy_table(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{a}/{m}": evals[a][m] for a in ATTRIBUTES for m in METRICS if a in evals and m in evals[a]}
 
 
-def stage_features(run_dir: Path, cfg: ExperimentConfig, data, stage: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probe and test features of a finished stage, re-embedded from its saved encoder."""
-    encoder = build_encoder(cfg.model, cfg.data.image_size)
-    encoder.load_state_dict(torch.load(run_dir / f"stage_{stage}" / "encoder.pt", weights_only=True))
-    spec = augment_spec(cfg)
+def stage_features(record, cfg: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Probe and test features of a finished stage, as the run stored them."""
+    stage_dir = Path(record.keys["stage_uri"])
     key = cfg.mcl.integrate
-    return (embed_images(encoder, data.probe.images, spec)[key], embed_images(encoder, data.test.images, spec)[key])
+    return np.load(stage_dir / f"probe_{key}.npy"), np.load(stage_dir / f"test_{key}.npy")
 
 
-def run_ensemble(args: argparse.Namespace, seed: int, mcl_cfg: ExperimentConfig, data) -> list[dict[str, float]]:
+def run_ensemble(args: argparse.Namespace, seed: int, mcl_cfg: ExperimentConfig, mcl, data) -> list[dict[str, float]]:
     """Control: S independently seeded 1-stage runs (E epochs each, no grouping), integrated the same way.
 
     Separates what MCL's feature-aware negatives add from what concatenating several models adds. The
     first member is MCL's own stage 1; the others differ only in the training seed.
     """
     probe_parts, test_parts = [], []
-    first = stage_features(Path(args.workdir).expanduser() / mcl_cfg.name, mcl_cfg, data, 1)
+    first = stage_features(mcl.stages[0], mcl_cfg)
     probe_parts.append(first[0])
     test_parts.append(first[1])
     tables = []
     for member in range(1, args.stages):
         cfg = make_config(args, seed + 1000 * member, 1, args.epochs, f"ensemble-seed{seed}-member{member}")
-        run_local(cfg, data=data, progress=args.verbose)
-        probe, test = stage_features(Path(args.workdir).expanduser() / cfg.name, cfg, data, 1)
+        member_run = run_local(cfg, data=data, progress=args.verbose)
+        probe, test = stage_features(member_run.stages[0], cfg)
         probe_parts.append(probe)
         test_parts.append(test)
-        tables.append(accuracy_table(evaluate(mcl_cfg, integrate(probe_parts), integrate(test_parts), data)))
+        tables.append(accuracy_table(evaluate(eval_spec(mcl_cfg), integrate(probe_parts), integrate(test_parts), data)))
     return tables
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     mcl_cfg = make_config(args, seed, args.stages, args.epochs, f"mcl-seed{seed}")
-    data = load_experiment_data(mcl_cfg.data)
+    data = load_experiment_data(data_spec(mcl_cfg))
     t0 = time.perf_counter()
     mcl = run_local(mcl_cfg, data=data, progress=args.verbose)
     mcl_s = time.perf_counter() - t0
@@ -111,7 +106,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     long = run_local(long_cfg, data=data, progress=args.verbose)
     long_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ensemble = run_ensemble(args, seed, mcl_cfg, data)
+    ensemble = run_ensemble(args, seed, mcl_cfg, mcl, data)
     ensemble_s = time.perf_counter() - t0
     out = {
         "seed": seed,

@@ -6,26 +6,19 @@
 Names are imported lazily so `mcl-ray --help` does not pay for torch, timm and faiss.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from mcl_ray._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_config": "mcl_ray.config.loader",
+    "load_config": "mcl_ray.plan.from_config",  # the config with every name checked against the registries
+    "build_config": "mcl_ray.plan.from_config",
     "ExperimentConfig": "mcl_ray.config.schema",
-    "run_local": "mcl_ray.train.pipeline",
+    "run_local": "mcl_ray.plan.local",
     "run_mcl": "mcl_ray.engine.driver",
-    "results_table": "mcl_ray.train.pipeline",
-    "train_stage": "mcl_ray.train.stage",
+    "results_table": "mcl_ray.plan.results",
+    "RunHooks": "mcl_ray.plan.hooks",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mcl_ray' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

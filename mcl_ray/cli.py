@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--address", help="Ray cluster to join ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local instance"
     )
-    train.add_argument("--local", action="store_true", help="run in this process without Ray (no reuse, no resume)")
+    train.add_argument("--local", action="store_true", help="run in this process without Ray (same layout: reuses and resumes stages of earlier runs)")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. mcl.stages=3 objective.temperature=0.2")
     rep = sub.add_parser("report", help="table and plots of one or more finished (or interrupted) studies")
     rep.add_argument("study_dirs", nargs="+", help="study directories (<storage>/<study name>)")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mcl_ray").setLevel(logging.INFO)
-    from mcl_ray.config.loader import load_config
+    from mcl_ray.plan.from_config import load_config
 
     if args.command == "report":
         from mcl_ray.study.report import report
@@ -74,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             import yaml
 
-            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+            from mcl_ray.plan.from_config import resolved_dump
+
+            print(yaml.safe_dump(resolved_dump(cfg), sort_keys=False), end="")
             return 0
-        from mcl_ray.train.pipeline import results_table
+        from mcl_ray.plan.results import results_table
 
         if args.local:
-            from mcl_ray.train.pipeline import run_local
+            from mcl_ray.plan.local import run_local
 
             result = run_local(cfg, progress=not args.quiet)
         else:

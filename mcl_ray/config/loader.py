@@ -2,6 +2,8 @@
 
 `load_config("exp.yaml", ["mcl.stages=3", "objective.temperature=0.2"])`. Override values are parsed as YAML
 scalars/lists (`mcl.clusters=[10,20]`). Every problem becomes one ConfigError listing each bad field.
+This checks the structure only; `mcl_ray.load_config` (mcl_ray.plan.from_config) also checks every name
+against the registries, which is what the CLI, the studies and the README use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.errors import ConfigError
-from mcl_ray.models.backbones import check_backbone_name
 
 ALIASES = {"stages": "mcl.stages", "clusters": "mcl.clusters", "temperature": "objective.temperature"}
 
@@ -99,26 +100,28 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] = Experi
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def build_config(data: Mapping[str, Any], *, check_names: bool = True) -> ExperimentConfig:
-    """Validate a plain dict; `check_names` also asks timm and the objective registry about names."""
+def build_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a plain dict (structure, types, ranges, cross-field rules)."""
     try:
-        cfg = ExperimentConfig.model_validate(dict(data))
+        return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
-    if check_names:
-        check_backbone_name(cfg.model.backbone)
-        from mcl_ray.objectives.registry import check_objective_name
-
-        check_objective_name(cfg.objective.name)
-    return cfg
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = (), *, check_names: bool = True
-) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
     data = read_yaml(path) if path else {}
     data = deep_merge(data, parse_overrides(overrides))
-    return build_config(data, check_names=check_names)
+    return build_config(data)
+
+
+def set_path(data: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of `data` with `dotted` (e.g. 'objective.temperature', short aliases allowed) set to `value`."""
+    key = ALIASES.get(dotted, dotted)
+    parts = key.split(".")
+    update: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        update = {part: update}
+    return deep_merge(data, update)
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:

@@ -1,11 +1,4 @@
-"""Image sets (Trifeature, CIFAR, STL-10, ImageFolder) and batched on-device augmentation."""
+"""Image sets (Trifeature, CIFAR, STL-10, ImageFolder, one file each in `sources/`) and on-device augmentation.
 
-from mcl_ray.data.augment import AugmentSpec, BatchAugment, normalize_batch
-from mcl_ray.data.base import ImageSet
-from mcl_ray.data.registry import DATASETS, load_dataset
-from mcl_ray.data.trifeature import generate_trifeature, load_trifeature
-
-__all__ = [
-    "DATASETS", "AugmentSpec", "BatchAugment", "ImageSet", "generate_trifeature", "load_dataset",
-    "load_trifeature", "normalize_batch",
-]
+Nothing is imported here, so the config layer can ask the registry for names without loading torch.
+"""

@@ -29,7 +29,6 @@ region is much larger than ``crop_size`` (images stored larger than the training
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from numbers import Real
 
 import kornia.augmentation as K
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mcl_ray.data.augment_spec import AugmentSpec
 from mcl_ray.errors import ConfigError, DataError
 
 __all__ = [
@@ -50,21 +50,6 @@ _CROP_TRIES = 10
 # On CPU a view is made in chunks of about this many floats: the dozens of elementwise passes then run in cache
 # instead of memory (measured 1.4-1.7x faster at 32 and 64 px, batch 256). GPUs take the whole batch at once.
 _CPU_CHUNK_ELEMENTS = 3 * 2**17
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Plain augmentation settings (the config layer maps onto this)."""
-
-    crop_size: int  # output side in pixels
-    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area fraction range
-    hflip: float = 0.5  # probability of a horizontal flip
-    jitter_strength: float = 0.5  # SimCLR strength s: brightness/contrast/saturation 0.8s, hue 0.2s; 0 = off
-    jitter_prob: float = 0.8  # probability that a sample is colour-jittered
-    grayscale: float = 0.2  # probability of converting to grayscale (0 = off)
-    blur: float = 0.0  # probability of Gaussian blur (kernel ~10% of crop size, sigma 0.1-2.0)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # final normalisation
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 def validate_spec(spec: AugmentSpec) -> None:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mcl_ray.mcl.cluster_stats import cluster_stats
 from mcl_ray.mcl.clustering import kmeans
-from mcl_ray.mcl.groups import combine_labels
+from mcl_ray.plan.artifacts import publish_clusters
 from mcl_ray.store.artifacts import ArtifactStore
 
 log = logging.getLogger("mcl_ray")
@@ -96,23 +95,16 @@ class ClusteringActor:
         unassigned = int((labels < 0).sum())
         if unassigned:
             raise RuntimeError(f"clustering job {job_id}: {unassigned} of {len(labels)} samples got no label")
-        store = ArtifactStore(store_root)
-        previous = store.clusters(previous_clusters).get_array("groups.npy") if previous_clusters else None
-        groups = combine_labels(previous, labels, job["k"])
-        info = {
-            "clusters": cluster_stats(labels, k=job["k"], attributes=attributes),
-            "groups": cluster_stats(groups, attributes=attributes),
-            "inertia": job["sq_dist"],
-            "train_points": job["train_points"],
-            "seconds": time.perf_counter() - job["t0"],
-            "actor_peak_rss_mb": peak_rss_mb(),
-        }
-        entry = store.clusters(cluster_key)
-        entry.put_array("cluster_labels.npy", labels)
-        entry.put_array("centroids.npy", job["centroids"])
-        entry.put_array("groups.npy", groups)
-        entry.put_json("stats.json", info)
-        entry.commit(meta)
+        info = publish_clusters(
+            ArtifactStore(store_root), cluster_key, labels=labels, centroids=job["centroids"], k=job["k"],
+            previous_clusters=previous_clusters, attributes=attributes, meta=meta,
+            info={
+                "inertia": job["sq_dist"],
+                "train_points": job["train_points"],
+                "seconds": time.perf_counter() - job["t0"],
+                "actor_peak_rss_mb": peak_rss_mb(),
+            },
+        )
         self.job = None
         return info
 

@@ -53,7 +53,10 @@ def plan_resources(cfg: ExperimentConfig, cluster_gpus: float) -> StageResources
         raise ConfigError("ray.use_gpu: true, but the Ray cluster has no GPUs (set ray.use_gpu: auto or false)")
     if use_gpu and cfg.train.device == "cpu":
         raise ConfigError("train.device: 'cpu' contradicts ray.use_gpu: true")
-    clustering_gpus = (1.0 if cluster_gpus > 0 else 0.0) if r.clustering_gpus == "auto" else float(r.clustering_gpus)
+    if cfg.mcl.kmeans_gpu is True and cluster_gpus <= 0:
+        raise ConfigError("mcl.kmeans_gpu: true, but the Ray cluster has no GPUs (set mcl.kmeans_gpu: auto or false)")
+    wants_gpu = cluster_gpus > 0 and cfg.mcl.kmeans_gpu is not False
+    clustering_gpus = (1.0 if wants_gpu else 0.0) if r.clustering_gpus == "auto" else float(r.clustering_gpus)
     if clustering_gpus > cluster_gpus:
         raise ConfigError(f"ray.clustering_gpus: {clustering_gpus} requested, the cluster has {cluster_gpus}")
     return StageResources(

@@ -14,10 +14,10 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.engine.runtime import StageResources
 from mcl_ray.engine.worker import stage_worker
 from mcl_ray.errors import TrainingError
+from mcl_ray.plan.sequence import StageJob
 from mcl_ray.store.artifacts import ArtifactStore
 
 log = logging.getLogger("mcl_ray")
@@ -38,61 +38,56 @@ def scaling_config(resources: StageResources) -> ray.train.ScalingConfig:
 
 
 def run_stage_job(
-    cfg: ExperimentConfig,
-    stage: int,
+    job: StageJob,
     *,
-    store: ArtifactStore,
     resources: StageResources,
-    stage_key: str,
-    cluster_key: str | None,
-    previous_clusters: str | None,
-    init_stage: str | None,
-    init_state: dict | None,
     actor,
     attributes: dict | None,
     num_samples: int,
-    kmeans_seed: int,
-    progress: bool,
-    fault: dict[str, Any] | None = None,
-    record_steps: str | None = None,
+    max_failures: int,
+    checkpoints_to_keep: int,
+    checkpoint_every: int,
     callbacks: list[ray.train.UserCallback] | None = None,
 ) -> dict[str, Any]:
-    """Run the stage's Train job; returns rank 0's output (history, cluster info, resume point).
+    """Run the stage's Train job; returns rank 0's output (trained, cluster info, resume point).
 
     `callbacks` run in Ray Train's controller after every report (e.g. live TensorBoard curves)."""
+    spec, stage = job.spec, job.spec.index
+    store = ArtifactStore(job.store_root)
     job_id = uuid.uuid4().hex
+    fault = job.hooks.fault
     if fault is not None:  # where the controller records checkpoints (the fault hook waits on it)
-        local = store.local_path(TRAIN_DIR, train_run_name(stage_key), CHECKPOINT_SNAPSHOT)
+        local = store.local_path(TRAIN_DIR, train_run_name(job.stage_key), CHECKPOINT_SNAPSHOT)
         fault = {**fault, "snapshot": str(local)}
-    if cluster_key:
+    if job.cluster_key:
         ray.get(actor.begin.remote(
-            job_id, k=cfg.mcl.clusters_after(stage), num_samples=num_samples,
-            world_size=resources.workers, seed=kmeans_seed, niter=cfg.mcl.kmeans_iters,
+            job_id, k=spec.clustering.k, num_samples=num_samples,
+            world_size=resources.workers, seed=spec.clustering.seed, niter=spec.clustering.iters,
         ))
-    job = {
-        "cfg": cfg.model_dump(mode="json"), "stage": stage, "store_root": store.root_uri,
-        "stage_key": stage_key, "cluster_key": cluster_key, "previous_clusters": previous_clusters,
-        "init_stage": init_stage, "init_state": init_state, "actor": actor, "job_id": job_id,
-        "attributes": attributes, "kmeans_seed": kmeans_seed, "threads": resources.worker_threads,
-        "progress": progress, "fault": fault, "record_steps": record_steps,
+    loop_config = {
+        "spec": spec, "checkpoint_every": checkpoint_every, "store_root": job.store_root,
+        "stage_key": job.stage_key, "cluster_key": job.cluster_key, "previous_clusters": job.previous_clusters,
+        "init_stage": job.init_stage, "init_state": job.init_state, "actor": actor, "job_id": job_id,
+        "attributes": attributes, "threads": resources.worker_threads,
+        "progress": job.progress, "fault": fault, "hooks": job.hooks,
     }
     trainer = TorchTrainer(
         stage_worker,
-        train_loop_config=job,
+        train_loop_config=loop_config,
         torch_config=TorchConfig(),  # gloo on CPU, NCCL on GPU
         scaling_config=scaling_config(resources),
         run_config=ray.train.RunConfig(
-            name=train_run_name(stage_key),
+            name=train_run_name(job.stage_key),
             storage_path=store.uri(TRAIN_DIR),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=checkpoints_to_keep),
             callbacks=list(callbacks or []),
         ),
     )
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; keep the root cause in the message
-        raise TrainingError(f"stage {stage + 1}: the Ray Train job failed after {cfg.ray.max_failures} restarts: {exc}") from exc
+        raise TrainingError(f"stage {stage + 1}: the Ray Train job failed after {max_failures} restarts: {exc}") from exc
     out = result.return_value or {}
     if "error" in out:
         raise TrainingError(out["error"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -26,14 +25,14 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mcl_ray.config.schema import ExperimentConfig
-from mcl_ray.data.from_config import load_experiment_data
+from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.errors import MCLError
 from mcl_ray.mcl.clustering import assign
 from mcl_ray.models.encoder import build_encoder
+from mcl_ray.plan.artifacts import kmeans_sample, publish_stage
+from mcl_ray.plan.hooks import step_recorder
 from mcl_ray.store.artifacts import ArtifactStore
 from mcl_ray.train.embed import embed_images
-from mcl_ray.train.specs import augment_spec
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
 log = logging.getLogger("mcl_ray")
@@ -111,45 +110,16 @@ def _wait_for_registered_checkpoint(snapshot: Path, epoch: int, timeout_s: float
         time.sleep(0.2)
 
 
-def _step_recorder(path: str | None, stage: int, rank: int):
-    """Test hook: append 'epoch step sorted-unique-groups' per step to a per-stage, per-rank file."""
-    if not path:
-        return None
-    out = Path(path) / f"stage{stage + 1}_rank{rank}.txt"
-
-    def on_step(epoch: int, step: int, groups: torch.Tensor) -> None:
-        with out.open("a") as f:
-            f.write(f"{epoch} {step} {','.join(map(str, sorted(set(groups.tolist()))))}\n")
-
-    return on_step
-
-
-def _publish_stage(job: dict[str, Any], cfg: ExperimentConfig, encoder, history, data, device) -> None:
-    """Rank 0: weights, history and probe/test embeddings, then the commit marker (last)."""
-    store = ArtifactStore(job["store_root"])
-    entry = store.stage(job["stage_key"])
-    spec = augment_spec(cfg)
-    entry.put_state("encoder.pt", {k: v.detach().cpu() for k, v in encoder.state_dict().items()})
-    entry.put_json("history.json", history)
-    for split, images in (("probe", data.probe.images), ("test", data.test.images)):
-        emb = embed_images(encoder, images, spec, device=device)
-        for kind, array in emb.items():
-            entry.put_array(f"{split}_{kind}.npy", array)
-    entry.commit({"stage": job["stage"] + 1, "key": job["stage_key"], "config": job["cfg"]})
-
-
-def _cluster(job: dict[str, Any], cfg: ExperimentConfig, encoder, data, device, rank: int, world: int) -> dict | None:
+def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world: int) -> dict | None:
     """Embed this rank's shard, send a bounded sample, assign the shard in chunks, let rank 0 commit."""
     actor = job["actor"]
     images = data.pretrain.images
     n = len(images)
     bounds = np.linspace(0, n, world + 1).astype(int)
     start, stop = int(bounds[rank]), int(bounds[rank + 1])
-    emb = embed_images(encoder, images[start:stop], augment_spec(cfg), device=device)[cfg.mcl.cluster_on]
-    budget = cfg.mcl.kmeans_max_points or n
-    take = min(len(emb), math.ceil(budget * len(emb) / n))
-    rng = np.random.default_rng(job["kmeans_seed"] * 1000 + rank)
-    sample = emb[np.sort(rng.choice(len(emb), size=take, replace=False))] if take < len(emb) else emb
+    clustering = spec.clustering
+    emb = embed_images(encoder, images[start:stop], spec.augment, device=device)[clustering.on]
+    sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
     ray.get(actor.add_sample.remote(job["job_id"], rank, sample))
     _barrier(world)
     if rank == 0:
@@ -164,7 +134,7 @@ def _cluster(job: dict[str, Any], cfg: ExperimentConfig, encoder, data, device, 
     return ray.get(actor.finish.remote(
         job["job_id"], store_root=job["store_root"], cluster_key=job["cluster_key"],
         previous_clusters=job["previous_clusters"], attributes=job["attributes"],
-        meta={"stage": job["stage"] + 1, "key": job["cluster_key"], "stage_key": job["stage_key"]},
+        meta={"stage": spec.index + 1, "key": job["cluster_key"], "stage_key": job["stage_key"]},
     ))
 
 
@@ -177,11 +147,11 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
     threads = job["threads"] or max(1, (os.cpu_count() or 1) // context.get_local_world_size())
     torch.set_num_threads(threads)
     device = ray.train.torch.get_device()
-    cfg = ExperimentConfig.model_validate(job["cfg"])
-    stage = job["stage"]
+    spec = job["spec"]
+    stage = spec.index
     store = ArtifactStore(job["store_root"])
     try:
-        data = load_experiment_data(cfg.data)
+        data = load_experiment_data(spec.data)
         out: dict[str, Any] = {"trained": False, "history": None, "cluster": None, "resumed_after_epoch": None}
         entry = store.stage(job["stage_key"])
         if not entry.is_complete():
@@ -192,26 +162,27 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
                 out["resumed_after_epoch"] = int(resume["epoch"]) + 1
                 if rank == 0:
                     log.info("stage %d: resuming after epoch %d from Ray Train's checkpoint", stage + 1, resume["epoch"] + 1)
-            probe = OnlineProbe.from_sets(data.probe, data.test, cfg.eval.online_knn_samples, cfg.seed) if rank == 0 else None
+            probe = OnlineProbe.from_sets(data.probe, data.test, spec.online_knn_samples, spec.eval.seed) if rank == 0 else None
             ctx = StageContext(
                 rank=rank, world_size=world, device=device,
                 wrap_model=lambda m: ray.train.torch.prepare_model(m, move_to_device=False),
-                on_epoch_end=_reporter(rank, job.get("fault"), cfg.ray.checkpoint_every, cfg.train.epochs),
-                on_step=_step_recorder(job.get("record_steps"), stage, rank),
+                on_epoch_end=_reporter(rank, job["fault"], job["checkpoint_every"], spec.train.epochs),
+                on_step=step_recorder(job["hooks"].record_steps, stage, rank),
                 progress=job["progress"],
             )
-            result = train_stage(cfg, stage, data.pretrain, groups, ctx=ctx, init_state=init, resume_state=resume, online_probe=probe)
+            result = train_stage(spec, data.pretrain, groups, ctx=ctx, init_state=init, resume_state=resume, online_probe=probe)
             encoder = result.encoder
             out.update(trained=True, history=result.history)
             if rank == 0:
-                _publish_stage(job, cfg, encoder, result.history, data, device)
+                publish_stage(entry, encoder, result.history, data.probe.images, data.test.images, spec.augment,
+                              device, {"stage": stage + 1, "key": job["stage_key"]})
             _barrier(world)
         else:
-            encoder = build_encoder(cfg.model, cfg.data.image_size)
+            encoder = build_encoder(spec.model)
             encoder.load_state_dict(entry.get_state("encoder.pt"))
             encoder.to(device)
         if job["cluster_key"] and not store.clusters(job["cluster_key"]).is_complete():
-            out["cluster"] = _cluster(job, cfg, encoder, data, device, rank, world)
+            out["cluster"] = _cluster(job, spec, encoder, data, device, rank, world)
         return out
     except MCLError as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}

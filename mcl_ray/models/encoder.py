@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from mcl_ray.models.backbones import build_backbone
-from mcl_ray.models.heads import build_projector
+from mcl_ray.models.registry import build_backbone, build_projector
+from mcl_ray.models.spec import ModelSpec
 
 
 class Encoder(nn.Module):
@@ -24,14 +24,13 @@ class Encoder(nn.Module):
         return h, self.projector(h)
 
 
-def build_encoder(model_cfg, image_size: int) -> Encoder:
-    """Build from a ModelConfig (see mcl_ray.config.schema)."""
+def build_encoder(spec: ModelSpec) -> Encoder:
     backbone, feature_dim = build_backbone(
-        model_cfg.backbone,
-        image_size=image_size,
-        pretrained=model_cfg.pretrained,
-        cifar_stem=model_cfg.cifar_stem,
-        patch_size=model_cfg.patch_size,
+        spec.backbone,
+        image_size=spec.image_size,
+        pretrained=spec.pretrained,
+        cifar_stem=spec.cifar_stem,
+        patch_size=spec.patch_size,
     )
-    projector, proj_dim = build_projector(model_cfg.head, feature_dim, model_cfg.proj_hidden_dim, model_cfg.proj_dim)
+    projector, proj_dim = build_projector(spec.head, feature_dim, spec.proj_hidden_dim, spec.proj_dim)
     return Encoder(backbone, projector, feature_dim, proj_dim)

@@ -1,24 +1,30 @@
-"""Contrastive objectives: pure, mask-driven losses and the methods (encoder + loss) the trainer runs."""
+"""Contrastive objectives: mask-driven losses, methods (encoder + loss) and regularisers, all by name.
 
-from mcl_ray.objectives.base import ContrastiveMethod
-from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_with_grad, is_distributed, rank_offset
-from mcl_ray.objectives.registry import OBJECTIVES, build_objective, check_objective_name, register_objective
-from mcl_ray.objectives.simclr import SimCLR, nt_xent_loss
-from mcl_ray.objectives.moco import MoCo, moco_infonce_loss
+Declarations (`declarations`, `methods/`, `regularizers/`) import no torch; everything else is loaded on
+first use, so importing this package is free.
+"""
 
-__all__ = [
-    "OBJECTIVES",
-    "ContrastiveMethod",
-    "MoCo",
-    "SimCLR",
-    "build_objective",
-    "check_objective_name",
-    "gather_no_grad",
-    "gather_sizes",
-    "gather_with_grad",
-    "is_distributed",
-    "moco_infonce_loss",
-    "nt_xent_loss",
-    "rank_offset",
-    "register_objective",
-]
+from mcl_ray._lazy import lazy_exports
+
+_EXPORTS = {
+    "METHODS": "mcl_ray.objectives.declarations",
+    "REGULARIZERS": "mcl_ray.objectives.declarations",
+    "MethodOptions": "mcl_ray.objectives.declarations",
+    "RegularizerOptions": "mcl_ray.objectives.declarations",
+    "ObjectiveSpec": "mcl_ray.objectives.declarations",
+    "ContrastiveMethod": "mcl_ray.objectives.base",
+    "Objective": "mcl_ray.objectives.objective",
+    "build_objective": "mcl_ray.objectives.objective",
+    "SimCLR": "mcl_ray.objectives.simclr",
+    "nt_xent_loss": "mcl_ray.objectives.simclr",
+    "MoCo": "mcl_ray.objectives.moco",
+    "moco_infonce_loss": "mcl_ray.objectives.moco",
+    "gather_no_grad": "mcl_ray.objectives.distributed",
+    "gather_sizes": "mcl_ray.objectives.distributed",
+    "gather_with_grad": "mcl_ray.objectives.distributed",
+    "is_distributed": "mcl_ray.objectives.distributed",
+    "rank_offset": "mcl_ray.objectives.distributed",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

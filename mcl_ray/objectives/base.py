@@ -1,13 +1,15 @@
 """The contract between a contrastive method and the trainer.
 
-A method owns the encoder and computes the whole loss in forward(), so the trainer can wrap the method
-itself in DistributedDataParallel and stay ignorant of the objective. Anything that must happen after the
-optimizer step (a momentum-encoder update) goes in after_step().
+A method owns the encoder, builds its own inputs from a batch (`prepare`: two augmented views by default;
+several views or an image and its caption for other methods) and computes its loss in forward(), so the
+trainer can wrap it in DistributedDataParallel and stay ignorant of the objective. forward() returns named
+outputs: 'loss' and what regularisers may use ('projections', one [B, D] tensor per view). Anything that must
+happen after the optimizer step (a momentum-encoder update) goes in after_step().
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -17,12 +19,10 @@ from mcl_ray.errors import ConfigError, DataError
 
 
 class ContrastiveMethod(nn.Module):
-    """Base class; subclasses set `name` (via @register_objective) and implement forward().
+    """Base class; subclasses implement forward() and are declared in `objectives/methods/<name>.py`.
 
     `encoder(x)` must return `(h, z)`: backbone features [B, F] and projector output [B, D].
     """
-
-    name: ClassVar[str] = ""
 
     def __init__(self, encoder: nn.Module, *, temperature: float, gather: bool = False) -> None:
         super().__init__()
@@ -32,8 +32,12 @@ class ContrastiveMethod(nn.Module):
         self.temperature = float(temperature)
         self.gather = bool(gather)
 
-    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> Tensor:
-        """Return the scalar loss for a batch of two views; `groups` [B] restricts negatives (MCL)."""
+    def prepare(self, batch: Tensor, augment: Callable[[Tensor], Tensor]) -> tuple[Tensor, ...]:
+        """This method's inputs from a batch of images: two independently augmented views."""
+        return augment(batch), augment(batch)
+
+    def forward(self, *inputs: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
+        """{'loss': scalar, ...} for the prepared inputs; `groups` [B] restricts negatives (MCL)."""
         raise NotImplementedError
 
     def after_step(self) -> None:

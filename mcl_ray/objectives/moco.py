@@ -20,7 +20,6 @@ from torch import Tensor
 from mcl_ray.errors import ConfigError, DataError
 from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
 from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, is_distributed
-from mcl_ray.objectives.registry import register_objective
 
 
 def moco_infonce_loss(
@@ -60,7 +59,6 @@ def moco_infonce_loss(
     return (torch.logsumexp(logits, dim=1) - positives[:, 0]).mean()
 
 
-@register_objective("moco")
 class MoCo(ContrastiveMethod):
     """MoCo v2: query encoder trained by SGD, key encoder an EMA of it, negatives from a key queue.
 
@@ -97,7 +95,7 @@ class MoCo(ContrastiveMethod):
         self.register_buffer("queue_groups", torch.full((queue_size,), -1, dtype=torch.int64))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
 
-    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> Tensor:
+    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         check_groups(groups, view1.shape[0])
         if groups is not None and bool((groups < 0).any()):
             raise DataError("groups: labels must be >= 0 (-1 marks unfilled queue slots)")
@@ -122,7 +120,7 @@ class MoCo(ContrastiveMethod):
                 sizes = gather_sizes(keys.shape[0], keys.device)
                 keys, key_groups = gather_no_grad(keys, sizes), gather_no_grad(key_groups, sizes)
             self.enqueue(keys, key_groups)
-        return loss
+        return {"loss": loss, "projections": (q1, q2)}
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, key_groups: Tensor) -> None:

@@ -15,7 +15,6 @@ from torch import Tensor
 from mcl_ray.errors import DataError
 from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
 from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_with_grad, is_distributed
-from mcl_ray.objectives.registry import register_objective
 
 
 def nt_xent_loss(
@@ -61,14 +60,13 @@ def nt_xent_loss(
     return losses.mean()
 
 
-@register_objective("simclr")
 class SimCLR(ContrastiveMethod):
     """SimCLR: one encoder, NT-Xent between the projections of two views."""
 
     def __init__(self, encoder: nn.Module, *, temperature: float, gather: bool = False) -> None:
         super().__init__(encoder, temperature=temperature, gather=gather)
 
-    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> Tensor:
+    def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         _, z1 = self.encoder(view1)
         _, z2 = self.encoder(view2)
-        return nt_xent_loss(z1, z2, self.temperature, groups, gather=self.gather)
+        return {"loss": nt_xent_loss(z1, z2, self.temperature, groups, gather=self.gather), "projections": (z1, z2)}

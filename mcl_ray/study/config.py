@@ -12,7 +12,8 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from mcl_ray.config.loader import build_config, deep_merge, format_validation_error, parse_overrides
+from mcl_ray.config.loader import deep_merge, format_validation_error, parse_overrides
+from mcl_ray.plan.from_config import build_config
 from mcl_ray.config.schema import ExperimentConfig, Strict
 from mcl_ray.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """Optuna define-by-run search spaces. Parameter names are the config's dotted paths, so a trial's
-parameters are directly config overrides (`mcl.stages=2 objective.temperature=0.21 ...`).
+parameters are set on its config directly, as values (`{"mcl.stages": 2, "objective.temperature": 0.21}`).
 
 Per-stage K is conditional on the number of stages, which is why the spaces are define-by-run functions
 rather than fixed dicts. `DEFAULT_SPACES` holds the two families the bundled studies sweep.
@@ -73,10 +73,10 @@ def vit_space(trial: optuna.Trial) -> dict[str, Any]:
 DEFAULT_SPACES = {"resnet": resnet_space, "vit": vit_space}
 
 
-def params_to_overrides(params: dict[str, Any]) -> list[str]:
-    """Flat trial parameters -> config overrides; per-stage `mcl.clusters.<i>` become one list."""
+def params_to_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Flat trial parameters -> {dotted config path: value}; per-stage `mcl.clusters.<i>` become one list."""
     per_stage = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in params.items() if k.startswith("mcl.clusters."))
-    out = [f"{k}={v}" for k, v in params.items() if "." in k and not k.startswith("mcl.clusters.")]
+    out = {k: v for k, v in params.items() if "." in k and not k.startswith("mcl.clusters.")}
     if per_stage:
-        out.append(f"mcl.clusters={[v for _, v in per_stage]}")
+        out["mcl.clusters"] = [v for _, v in per_stage]
     return out

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import ray.tune
 
-from mcl_ray.config.loader import build_config, deep_merge, parse_overrides
+from mcl_ray.config.loader import build_config, deep_merge, set_path
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.engine.driver import iter_stages
-from mcl_ray.study.spaces import params_to_overrides
+from mcl_ray.study.spaces import params_to_values
 from mcl_ray.tracking.tensorboard import RunWriter, stage_scalars
 
 log = logging.getLogger("mcl_ray")
@@ -31,13 +31,15 @@ def trial_experiment(config: dict[str, Any], trial_id: str) -> ExperimentConfig:
     """Base experiment + the trial's searched parameters, stored with the study, named after the trial."""
     params = {k: v for k, v in config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
     study = config[STUDY_KEY]
-    merged = deep_merge(config[EXPERIMENT_KEY], parse_overrides(params_to_overrides(params)))
+    merged = dict(config[EXPERIMENT_KEY])
+    for path, value in params_to_values(params).items():
+        merged = set_path(merged, path, value)
     merged = deep_merge(merged, {
         "name": f"{study['name']}/trials/{trial_id}",
         "output_dir": study["storage"],
         "ray": {"storage": study["storage"]},
     })
-    return build_config(merged, check_names=False)
+    return build_config(merged)  # names were checked when the study loaded
 
 
 def with_means(scalars: dict[str, float]) -> dict[str, float]:

@@ -16,17 +16,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.augment import BatchAugment
 from mcl_ray.data.base import ImageSet
 from mcl_ray.errors import ConfigError, TrainingError
 from mcl_ray.eval.knn import knn_accuracy
 from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
 from mcl_ray.models.encoder import Encoder, build_encoder
-from mcl_ray.objectives.registry import build_objective
+from mcl_ray.objectives.objective import build_objective
+from mcl_ray.train.device import resolve_device
 from mcl_ray.train.embed import embed_images
 from mcl_ray.train.optim import build_optimizer, build_scheduler
-from mcl_ray.train.specs import augment_spec, resolve_device
 
 log = logging.getLogger("mcl_ray")
 
@@ -80,10 +79,6 @@ class OnlineProbe:
         )
 
 
-def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
-    return cfg.seed * 1009 + stage
-
-
 def global_mean(loss: torch.Tensor, world_size: int) -> float:
     """The loss averaged over ranks, so every rank sees the same value and stops together on NaN."""
     if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -102,8 +97,7 @@ def check_finite(loss: float, stage: int, epoch: int, step: int) -> None:
 
 
 def train_stage(
-    cfg: ExperimentConfig,
-    stage: int,
+    spec,
     train_set: ImageSet,
     groups: np.ndarray | None = None,
     *,
@@ -113,122 +107,119 @@ def train_stage(
     online_probe: OnlineProbe | None = None,
     embed: bool = False,
 ) -> StageResult:
-    """Train stage `stage` (0-based) on `train_set`, negatives restricted to `groups` (None = stage 1).
-
-    embed=True also embeds the whole training set without augmentation (what the next clustering needs).
-    """
+    """Train the stage `spec` (a plan.spec.StageSpec) on `train_set`, negatives restricted to `groups`
+    (None = stage 1). embed=True also embeds the whole training set without augmentation (what the next
+    clustering needs)."""
     ctx = ctx or StageContext()
-    device = ctx.device or resolve_device(cfg.train.device)
-    seed = stage_seed(cfg, stage)
-    torch.manual_seed(seed * 100 + ctx.rank)
+    train = spec.train
+    stage = spec.index
+    device = ctx.device or resolve_device(train.device)
+    torch.manual_seed(spec.seed * 100 + ctx.rank)
 
-    encoder = build_encoder(cfg.model, cfg.data.image_size)
+    encoder = build_encoder(spec.model)
     if init_state is not None:
         try:
             encoder.load_state_dict(init_state)
         except RuntimeError as exc:
-            raise ConfigError(f"stage {stage + 1}: the initial weights do not fit model.backbone {cfg.model.backbone!r}: {exc}") from None
-    method = build_objective(
-        cfg.objective.name,
-        encoder,
-        temperature=cfg.temperature(stage),
-        gather=cfg.objective.gather and ctx.world_size > 1,
-        momentum=cfg.objective.momentum,
-        queue_size=cfg.objective.queue_size,
-    ).to(device)
-    model = ctx.wrap_model(method)
+            raise ConfigError(f"stage {stage + 1}: the initial weights do not fit model.backbone {spec.model.backbone!r}: {exc}") from None
+    objective = build_objective(spec.objective, encoder, gather=spec.objective.gather and ctx.world_size > 1).to(device)
+    model = ctx.wrap_model(objective)
 
     sampler = GroupBatchSampler(
         groups,
         num_samples=len(train_set),
-        global_batch_size=cfg.train.batch_size,
+        global_batch_size=train.batch_size,
         rank=ctx.rank,
         world_size=ctx.world_size,
-        seed=seed,
+        seed=spec.seed,
     )
     steps_per_epoch = len(sampler)
-    optimizer = build_optimizer(method, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
-    augment = BatchAugment(augment_spec(cfg)).to(device)
+    optimizer = build_optimizer(objective, train)
+    scheduler = build_scheduler(optimizer, train, steps_per_epoch)
+    augment = BatchAugment(spec.augment).to(device)
 
     start_epoch, history = 0, []
     if resume_state is not None:
-        method.load_state_dict(resume_state["method"])
+        objective.load_state_dict(resume_state["method"])
         optimizer.load_state_dict(resume_state["optimizer"])
         start_epoch = int(resume_state["epoch"]) + 1
         history = list(resume_state.get("history", []))
 
     images = torch.from_numpy(np.ascontiguousarray(train_set.images))
     group_ids = torch.from_numpy(np.zeros(len(train_set), np.int64) if groups is None else np.asarray(groups, np.int64))
-    use_amp = cfg.train.amp and device.type == "cuda"
+    use_amp = train.amp and device.type == "cuda"
     if ctx.is_main and groups is not None:
         log.info("stage %d sampling plan: %s", stage + 1, plan_summary(sampler, 0))
 
-    for epoch in range(start_epoch, cfg.train.epochs):
+    for epoch in range(start_epoch, train.epochs):
         sampler.set_epoch(epoch)
-        method.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        objective.train()
+        t0, seen, sums = time.perf_counter(), 0, {}
         for step, idx in enumerate(sampler):
             global_step = epoch * steps_per_epoch + step
             scheduler.step_update(global_step)
             index = torch.as_tensor(idx, dtype=torch.long)
             batch = images[index].to(device, non_blocking=True)
-            view1, view2 = augment(batch), augment(batch)
+            inputs = objective.prepare(batch, augment)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = model(view1, view2, group_ids[index].to(device))
+                losses = model(*inputs, groups=group_ids[index].to(device))
+            loss = losses["loss"]
             loss_value = global_mean(loss.detach(), ctx.world_size)  # one host sync: NaN check and running mean
             check_finite(loss_value, stage + 1, epoch + 1, step + 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
+            if train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(objective.parameters(), train.grad_clip)
             optimizer.step()
-            method.after_step()
+            objective.after_step()
             if ctx.on_step is not None:
                 ctx.on_step(epoch, step, group_ids[index])
-            loss_sum += loss_value
+            sums["loss"] = sums.get("loss", 0.0) + loss_value
+            for name, part in losses.items():  # the method's loss and each regulariser's term, when mixed
+                if name != "loss":
+                    sums[name] = sums.get(name, 0.0) + float(part.detach())
             seen += len(idx)
-            if ctx.is_main and ctx.progress and (step + 1) % cfg.train.log_every == 0:
+            if ctx.is_main and ctx.progress and (step + 1) % train.log_every == 0:
                 log.info(
                     "stage %d epoch %d/%d step %d/%d loss %.4f",
-                    stage + 1, epoch + 1, cfg.train.epochs, step + 1, steps_per_epoch, loss_sum / (step + 1),
+                    stage + 1, epoch + 1, train.epochs, step + 1, steps_per_epoch, sums["loss"] / (step + 1),
                 )
         elapsed = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "stage": stage + 1,
             "epoch": epoch + 1,
-            "loss": loss_sum / max(steps_per_epoch, 1),
+            "loss": sums.get("loss", 0.0) / max(steps_per_epoch, 1),
+            **{f"loss/{k}": v / max(steps_per_epoch, 1) for k, v in sums.items() if k != "loss"},
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
-        every = cfg.eval.online_knn_every
-        if online_probe is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs):
-            metrics.update(online_knn(encoder, online_probe, cfg, device))
+        every = train.online_knn_every
+        if online_probe is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == train.epochs):
+            metrics.update(online_knn(encoder, online_probe, spec, device))
         history.append(metrics)
         if ctx.is_main and ctx.progress:
             extra = "".join(f" {k} {v:.3f}" for k, v in metrics.items() if k.startswith("online_knn"))
             log.info(
                 "stage %d epoch %d/%d loss %.4f %.0f img/s%s",
-                stage + 1, epoch + 1, cfg.train.epochs, metrics["loss"], metrics["images_per_s"], extra,
+                stage + 1, epoch + 1, train.epochs, metrics["loss"], metrics["images_per_s"], extra,
             )
         if ctx.on_epoch_end is not None:
             ctx.on_epoch_end(metrics, lambda e=epoch: {
-                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": e, "history": history,
+                "method": objective.state_dict(), "optimizer": optimizer.state_dict(), "epoch": e, "history": history,
             })
-    embeddings = embed_images(encoder, train_set.images, augment_spec(cfg), device=device) if embed else None
+    embeddings = embed_images(encoder, train_set.images, spec.augment, device=device) if embed else None
     return StageResult(encoder=encoder, history=history, embeddings=embeddings)
 
 
-def online_knn(encoder: Encoder, probe: OnlineProbe, cfg: ExperimentConfig, device: torch.device) -> dict[str, float]:
+def online_knn(encoder: Encoder, probe: OnlineProbe, spec, device: torch.device) -> dict[str, float]:
     """kNN accuracy of the backbone features on the probe subsample, per attribute."""
-    spec = augment_spec(cfg)
-    train = torch.from_numpy(embed_images(encoder, probe.train_images, spec, device=device)["backbone"])
-    test = torch.from_numpy(embed_images(encoder, probe.test_images, spec, device=device)["backbone"])
+    train = torch.from_numpy(embed_images(encoder, probe.train_images, spec.augment, device=device)["backbone"])
+    test = torch.from_numpy(embed_images(encoder, probe.test_images, spec.augment, device=device)["backbone"])
     return {
         f"online_knn_{name}": knn_accuracy(
             train, torch.from_numpy(probe.train_labels[name]), test, torch.from_numpy(probe.test_labels[name]),
-            k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
+            k=spec.train.knn_k, temperature=spec.train.knn_temperature,
         )
         for name in probe.train_labels
     }

@@ -1,0 +1,21 @@
+"""trifeature: generated shape x texture x colour images (Hermann & Lampinen, 2020), the suppression probe."""
+
+from __future__ import annotations
+
+from mcl_ray.data.registry import DATA_SOURCES, DataSource
+
+DEFAULT_SIZE = {"train": 10_000, "test": 2_000}  # images generated when data.train_size / test_size is null
+
+
+@DATA_SOURCES.register("trifeature")
+class Trifeature(DataSource):
+    splits = ("train", "test")
+    attributes = ("shape", "texture", "color")
+
+    def load(self, split, *, root, image_size, download, size, seed, cache_dir):
+        from mcl_ray.data import trifeature
+
+        n = DEFAULT_SIZE[split] if size is None else size
+        images = trifeature.load_trifeature(n, image_size, trifeature.split_seed(seed, split), cache_dir)
+        images.name = f"trifeature-{split}"
+        return images

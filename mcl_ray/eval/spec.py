@@ -1,0 +1,14 @@
+"""How a representation is scored: kNN settings, and whether (and how long) a linear probe trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    knn_k: int = 20
+    knn_temperature: float = 0.1
+    linear: bool = True
+    linear_epochs: int = 100
+    seed: int = 0  # the linear probe's initialisation and shuffling

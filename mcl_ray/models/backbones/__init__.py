@@ -1,0 +1,1 @@
+"""One file per backbone provider, named like it (the `provider:` prefix of `model.backbone`), in BACKBONES."""

@@ -1,0 +1,1 @@
+"""One file per projection head, named like it (the `model.head` value): a builder registered in HEADS."""

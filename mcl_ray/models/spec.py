@@ -1,0 +1,19 @@
+"""What an encoder is built from (plain values; no torch, so the config layer can build it for free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Backbone `[provider:]name`, input size and projection head."""
+
+    backbone: str
+    image_size: int
+    pretrained: bool = False
+    cifar_stem: bool | str = "auto"
+    patch_size: int | None = None
+    head: str = "simclr"
+    proj_hidden_dim: int = 512
+    proj_dim: int = 128

@@ -1,0 +1,51 @@
+"""A stage's objective: the method's loss mixed with its regularisers, the one module the trainer runs.
+
+total = (1 - sum of weights) * method loss + sum of weight_i * term_i, so a regulariser composes with any
+method that exposes what it reads (most read 'projections'). Without regularisers the method's loss is
+returned untouched.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from mcl_ray.objectives.declarations import METHODS, ObjectiveSpec
+
+
+class Objective(nn.Module):
+    def __init__(self, method: nn.Module, spec: ObjectiveSpec) -> None:
+        super().__init__()
+        self.method = method
+        self.spec = spec
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.method.encoder
+
+    def prepare(self, batch: Tensor, augment) -> tuple[Tensor, ...]:
+        return self.method.prepare(batch, augment)
+
+    def forward(self, *inputs: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
+        """{'loss': total, 'method': method loss, 'reg/<name>': each term} (only 'loss' without regularisers)."""
+        out = self.method(*inputs, groups=groups)
+        if not self.spec.regularizers:
+            return {"loss": out["loss"]}
+        losses = {"method": out["loss"]}
+        total = (1.0 - sum(r.weight for r in self.spec.regularizers)) * out["loss"]
+        for reg in self.spec.regularizers:
+            term = reg.loss(out, groups)
+            losses[f"reg/{reg.name}"] = term
+            total = total + reg.weight * term
+        losses["loss"] = total
+        return losses
+
+    def after_step(self) -> None:
+        self.method.after_step()
+
+
+def build_objective(spec: ObjectiveSpec, encoder: nn.Module, *, gather: bool | None = None) -> Objective:
+    """The objective of `spec` around `encoder`; `gather` overrides spec.gather (off on one worker)."""
+    METHODS.get(spec.name)  # imports the declaration file, so an unknown name fails with suggestions
+    method = spec.options.build(encoder, temperature=spec.temperature, gather=spec.gather if gather is None else gather)
+    return Objective(method, spec)

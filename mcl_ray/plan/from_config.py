@@ -1,0 +1,218 @@
+"""The one reader of ExperimentConfig: checks every name against its registry and turns the config into specs.
+
+`load_config` / `build_config` here are the config package's loaders plus the name checks (data set and
+split, backbone, head, optimizer, objective and its options, regularisers), all reported at once with
+suggestions, before any data is loaded. `stage_specs` gives each stage's plain specs, which is all the
+trainer, the clustering, the evaluation and the stage keys ever see.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pydantic import ValidationError
+
+from mcl_ray.config import loader
+from mcl_ray.config.schema import ExperimentConfig, ObjectiveConfig
+from mcl_ray.data.augment_spec import AugmentSpec
+from mcl_ray.data.spec import DataSpec
+from mcl_ray.data.registry import DATA_SOURCES
+from mcl_ray.errors import ConfigError
+from mcl_ray.eval.spec import EvalSpec
+from mcl_ray.mcl.spec import ClusteringSpec
+from mcl_ray.models.spec import ModelSpec
+from mcl_ray.models.registry import HEADS, check_backbone_name
+from mcl_ray.models.timm_names import timm_names
+from mcl_ray.objectives.declarations import METHODS, REGULARIZERS, ObjectiveSpec
+from mcl_ray.plan.spec import StageSpec
+from mcl_ray.train.spec import TrainSpec
+
+SHARED_OBJECTIVE_FIELDS = tuple(ObjectiveConfig.model_fields)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, check_names: bool = True) -> ExperimentConfig:
+    """A YAML file plus dotted overrides, validated; with check_names, every name checked too."""
+    cfg = loader.load_config(path, overrides)
+    if check_names:
+        check_experiment(cfg)
+    return cfg
+
+
+def build_config(data: Mapping[str, Any], *, check_names: bool = True) -> ExperimentConfig:
+    cfg = loader.build_config(data)
+    if check_names:
+        check_experiment(cfg)
+    return cfg
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Raise one ConfigError listing every unknown name or bad plug-in option (with suggestions)."""
+    problems: list[str] = []
+    for check in (_check_data, _check_model, _check_optimizer, _check_objective):
+        try:
+            check(cfg)
+        except ConfigError as exc:
+            problems.extend(str(exc).removeprefix("invalid configuration:\n  ").split("\n  "))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _check_data(cfg: ExperimentConfig) -> None:
+    source = DATA_SOURCES.get(cfg.data.name)
+    if cfg.data.pretrain_split not in source.splits:
+        raise ConfigError(
+            f"data.pretrain_split: {cfg.data.name} has splits {', '.join(source.splits)}, not {cfg.data.pretrain_split!r}"
+        )
+
+
+def _check_model(cfg: ExperimentConfig) -> None:
+    HEADS.check(cfg.model.head)
+    check_backbone_name(cfg.model.backbone)
+
+
+def _check_optimizer(cfg: ExperimentConfig) -> None:
+    known = timm_names()["optimizers"]
+    if cfg.train.optimizer not in known:
+        close = difflib.get_close_matches(cfg.train.optimizer, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"train.optimizer: timm has no optimizer {cfg.train.optimizer!r}{hint}")
+
+
+def _check_objective(cfg: ExperimentConfig) -> None:
+    spec = objective_spec(cfg, 0)
+    representations = spec.options.representations
+    for field in ("cluster_on", "integrate"):
+        value = getattr(cfg.mcl, field)
+        if value not in representations:
+            raise ConfigError(f"mcl.{field}: objective {spec.name!r} exposes {', '.join(representations)}, not {value!r}")
+    if cfg.mcl.stages > 1 and not spec.options.uses_negatives:
+        raise ConfigError(f"mcl.stages: objective {spec.name!r} uses no negatives, so MCL's groups would change nothing; "
+                          "set mcl.stages: 1")
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+def _errors(exc: ValidationError, prefix: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{prefix}.{field}: {err['msg'].removeprefix('Value error, ')}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def method_options(objective: ObjectiveConfig):
+    """The method's options from the objective section: its own validated, other methods' ignored."""
+    declared = METHODS.get(objective.name)
+    given = objective.method_options()
+    own = set(declared.model_fields)
+    anyone = set().union(*(METHODS.get(n).model_fields for n in METHODS.names()))
+    unknown = sorted(set(given) - anyone)
+    if unknown:
+        allowed = sorted(set(SHARED_OBJECTIVE_FIELDS) | own)
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f"; did you mean 'objective.{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"objective.{unknown[0]}: unknown option for objective '{objective.name}' "
+            f"(allowed: {', '.join(allowed)}){hint}"
+        )
+    try:
+        return declared(**{k: v for k, v in given.items() if k in own})
+    except ValidationError as exc:
+        raise _errors(exc, "objective") from None
+
+
+def regularizers(objective: ObjectiveConfig) -> tuple:
+    out = []
+    for i, reg in enumerate(objective.regularizers):
+        field = f"objective.regularizers.{i}"
+        try:
+            declared = REGULARIZERS.get(reg.name)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("objective.regularizers.name", f"{field}.name")) from None
+        try:
+            out.append(declared(name=REGULARIZERS.check(reg.name), **(reg.model_extra or {})))
+        except ValidationError as exc:
+            raise _errors(exc, field) from None
+    total = sum(r.weight for r in out)
+    if total >= 1.0:
+        raise ConfigError(f"objective.regularizers: weights sum to {total:g}; they must leave the method a share (< 1)")
+    return tuple(out)
+
+
+def objective_spec(cfg: ExperimentConfig, stage: int) -> ObjectiveSpec:
+    return ObjectiveSpec(
+        name=METHODS.check(cfg.objective.name), temperature=cfg.temperature(stage), gather=cfg.objective.gather,
+        options=method_options(cfg.objective), regularizers=regularizers(cfg.objective),
+    )
+
+
+def data_spec(cfg: ExperimentConfig) -> DataSpec:
+    d = cfg.data
+    return DataSpec(name=d.name, root=d.root, image_size=d.image_size, train_size=d.train_size, test_size=d.test_size,
+                    pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir)
+
+
+def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:
+    a = cfg.augment
+    return AugmentSpec(crop_size=cfg.data.image_size, crop_scale=tuple(a.crop_scale), hflip=a.hflip,
+                       jitter_strength=a.jitter, jitter_prob=a.jitter_prob, grayscale=a.grayscale, blur=a.blur)
+
+
+def model_spec(cfg: ExperimentConfig) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(backbone=m.backbone, image_size=cfg.data.image_size, pretrained=m.pretrained,
+                     cifar_stem=m.cifar_stem, patch_size=m.patch_size, head=m.head,
+                     proj_hidden_dim=m.proj_hidden_dim, proj_dim=m.proj_dim)
+
+
+def train_spec(cfg: ExperimentConfig) -> TrainSpec:
+    t = cfg.train
+    return TrainSpec(epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr,
+                     weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs, grad_clip=t.grad_clip, amp=t.amp,
+                     workers=t.workers, device=t.device, log_every=t.log_every,
+                     online_knn_every=cfg.eval.online_knn_every, knn_k=cfg.eval.knn_k,
+                     knn_temperature=cfg.eval.knn_temperature)
+
+
+def eval_spec(cfg: ExperimentConfig) -> EvalSpec:
+    e = cfg.eval
+    return EvalSpec(knn_k=e.knn_k, knn_temperature=e.knn_temperature, linear=e.linear, linear_epochs=e.linear_epochs,
+                    seed=cfg.seed)
+
+
+def stage_seed(cfg: ExperimentConfig, stage: int) -> int:
+    return cfg.seed * 1009 + stage
+
+
+def stage_specs(cfg: ExperimentConfig) -> list[StageSpec]:
+    """Every stage's specs, in order (the last one has no clustering)."""
+    data, augment, model, train, ev = data_spec(cfg), augment_spec(cfg), model_spec(cfg), train_spec(cfg), eval_spec(cfg)
+    gpu = None if cfg.mcl.kmeans_gpu == "auto" else bool(cfg.mcl.kmeans_gpu)
+    specs = []
+    for stage in range(cfg.mcl.stages):
+        seed = stage_seed(cfg, stage)
+        clustering = None if stage == cfg.mcl.stages - 1 else ClusteringSpec(
+            k=cfg.mcl.clusters_after(stage), on=cfg.mcl.cluster_on, iters=cfg.mcl.kmeans_iters,
+            max_points=cfg.mcl.kmeans_max_points, gpu=gpu, seed=seed,
+        )
+        specs.append(StageSpec(
+            index=stage, seed=seed, data=data, augment=augment, model=model, objective=objective_spec(cfg, stage),
+            train=train, clustering=clustering, eval=ev, init=cfg.mcl.init, integrate=cfg.mcl.integrate,
+            online_knn_samples=cfg.eval.online_knn_samples,
+        ))
+    return specs
+
+
+def resolved_dump(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain data with the method's and regularisers' options filled in with their defaults."""
+    out = cfg.model_dump(mode="json")
+    objective = objective_spec(cfg, 0)
+    out["objective"].update(objective.options.model_dump(mode="json"))
+    out["objective"]["regularizers"] = [r.model_dump(mode="json") for r in objective.regularizers]
+    return out

@@ -1,0 +1,174 @@
+"""The MCL stage sequence, written once: keys and reuse, build (by an executor), evaluate, publish.
+
+For every stage: compute its content key (and its clustering's), let the executor claim it (another run
+may be building it right now), build what is missing, then evaluate the stage alone and the integrated
+representation so far from the stored embeddings, and publish the run's `stage_k/` view. Both executors
+go through here, so they agree on keys, layout, evaluation and what "reused" means.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator, Protocol
+
+import numpy as np
+import yaml
+
+from mcl_ray.data.experiment_data import ExperimentData
+from mcl_ray.mcl.integration import integrate
+from mcl_ray.plan.evaluation import evaluate, load_init_checkpoint
+from mcl_ray.plan.from_config import stage_specs
+from mcl_ray.plan.hooks import RunHooks
+from mcl_ray.plan.results import ExperimentResult, StageRecord
+from mcl_ray.plan.spec import StageSpec
+from mcl_ray.store.artifacts import ArtifactStore
+from mcl_ray.store.keys import cluster_key, stage_key
+
+log = logging.getLogger("mcl_ray")
+
+
+@dataclass
+class StageJob:
+    """Everything building one stage needs, as plain values (it crosses process boundaries on Ray)."""
+
+    spec: StageSpec
+    store_root: str
+    stage_key: str
+    cluster_key: str | None  # None after the last stage
+    previous_clusters: str | None
+    init_stage: str | None  # key of the stage whose weights this one starts from (mcl.init: previous)
+    init_state: dict | None  # mcl.init_checkpoint's state dict
+    progress: bool
+    hooks: RunHooks
+
+
+class StageExecutor(Protocol):
+    """Builds what the plan asks for; never decides what to build."""
+
+    def claim(self, key: str, done: Callable[[], bool], label: str) -> ContextManager[bool]:
+        """Enter -> True when this run must build `key`, False when someone else finished it meanwhile."""
+
+    def build(self, job: StageJob, data: ExperimentData) -> dict[str, Any]:
+        """Train the stage if its entry is incomplete, then cluster if asked; returns
+        {'trained': bool, 'cluster': info or None, 'resumed_after_epoch': int or None}."""
+
+
+def storage_root(cfg) -> str:
+    return cfg.ray.storage or cfg.output_dir
+
+
+def init_identity(cfg) -> dict[str, Any] | None:
+    """The starting checkpoint file, as far as keys go: its path, size and modification time."""
+    if cfg.mcl.init != "pretrained" or not cfg.mcl.init_checkpoint:
+        return None
+    path = os.path.abspath(os.path.expanduser(cfg.mcl.init_checkpoint))
+    st = os.stat(path)
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: bool = True,
+               hooks: RunHooks | None = None) -> Iterator[StageRecord]:
+    """Run (or reuse) every stage in order, yielding each finished stage. `cfg` must have absolute paths."""
+    store = ArtifactStore(storage_root(cfg))
+    run = store.run(cfg.name)
+    run.put_bytes("config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())
+    specs = stage_specs(cfg)
+    checkpoint = cfg.mcl.init_checkpoint if cfg.mcl.init == "pretrained" else None
+    init_state = load_init_checkpoint(checkpoint)
+    start = init_identity(cfg)
+    scope = None if cfg.ray.reuse_stages else cfg.name  # reuse off: keys private to the run (it still resumes)
+    previous_clusters: str | None = None
+    previous_stage: str | None = None
+    probe_parts: list[np.ndarray] = []
+    test_parts: list[np.ndarray] = []
+    for spec in specs:
+        stage, t0 = spec.index, time.perf_counter()
+        carried = previous_stage if spec.init == "previous" else None
+        skey = stage_key({**spec.identity(), "init_checkpoint": start}, previous_clusters, carried, scope=scope)
+        last = spec.clustering is None
+        ckey = None if last else cluster_key(spec.clustering.__dict__, skey, previous_clusters, scope=scope)
+        s_entry = store.stage(skey)
+        c_entry = store.clusters(ckey) if ckey else None
+        done = lambda: s_entry.is_complete() and (c_entry is None or c_entry.is_complete())  # noqa: E731
+        out: dict[str, Any] = {}
+        with executor.claim(skey, done, cfg.name) as must_build:
+            if must_build:
+                if not s_entry.is_complete():
+                    s_entry.clear()  # a partial entry from a crash: its files are rewritten
+                if c_entry is not None and not c_entry.is_complete():
+                    c_entry.clear()
+                job = StageJob(
+                    spec=spec, store_root=store.root_uri, stage_key=skey, cluster_key=ckey,
+                    previous_clusters=previous_clusters, init_stage=carried,
+                    init_state=init_state if spec.init == "pretrained" else None, progress=progress,
+                    hooks=hooks or RunHooks(),
+                )
+                out = executor.build(job, data)
+        reused = {"stage": not out.get("trained", False), "clusters": None if last else not out.get("cluster")}
+        record = _evaluate_stage(spec, store, skey, ckey, data, probe_parts, test_parts, reused)
+        record.path = run.path + f"/stage_{stage + 1}"
+        seconds = time.perf_counter() - t0
+        _publish_run_stage(store, cfg, record, seconds, out.get("resumed_after_epoch"))
+        if progress:
+            how = "reused " + s_entry.uri if reused["stage"] else "trained"
+            log.info("stage %d %s in %.0f s: integrated %s", stage + 1, how, seconds, record.integrated_eval)
+        yield record
+        previous_clusters, previous_stage = ckey, skey
+
+
+def _evaluate_stage(spec: StageSpec, store, skey, ckey, data, probe_parts, test_parts, reused) -> StageRecord:
+    s_entry = store.stage(skey)
+    kind = spec.integrate
+    probe, test = s_entry.get_array(f"probe_{kind}.npy"), s_entry.get_array(f"test_{kind}.npy")
+    probe_parts.append(probe)
+    test_parts.append(test)
+    return StageRecord(
+        stage=spec.index + 1,
+        history=s_entry.get_json("history.json"),
+        stage_eval=evaluate(spec.eval, probe, test, data),
+        integrated_eval=evaluate(spec.eval, integrate(probe_parts), integrate(test_parts), data),
+        cluster=store.clusters(ckey).get_json("stats.json") if ckey else None,
+        path="",
+        reused=reused,
+        keys={"stage": skey, "clusters": ckey, "stage_uri": s_entry.uri,
+              "clusters_uri": store.clusters(ckey).uri if ckey else None},
+    )
+
+
+def _publish_run_stage(store: ArtifactStore, cfg, record: StageRecord, seconds: float, resumed_after: int | None) -> None:
+    """The run's own view of a stage: its metrics and where the (possibly shared) artifacts are."""
+    entry = store.run(cfg.name, f"stage_{record.stage}")
+    entry.put_json("history.json", record.history)
+    entry.put_json("metrics.json", {
+        "stage": record.stage, "stage_eval": record.stage_eval, "integrated_eval": record.integrated_eval,
+        "cluster": record.cluster, "reused": record.reused, "keys": record.keys, "seconds": seconds,
+        "resumed_after_epoch": resumed_after,
+    })
+    entry.commit({"stage": record.stage})
+
+
+def collect(cfg, stages: Callable[[Any], Iterator[StageRecord]], *, tensorboard: bool = True) -> ExperimentResult:
+    """Drain `stages(curves_dir)` into a result, adding each stage's curves to the run's TensorBoard directory
+    (local storage only; `curves_dir` is where an executor may write live curves, or None), then write the
+    run's summary.json."""
+    store = ArtifactStore(storage_root(cfg))
+    local_run = store.local_path(cfg.name)
+    result = ExperimentResult(config=cfg, run_dir=local_run or store.uri(cfg.name))
+    writer = None
+    if tensorboard and local_run is not None:
+        from mcl_ray.tracking.tensorboard import RunWriter
+
+        writer = RunWriter(local_run / "tensorboard")
+    try:
+        for record in stages(local_run / "tensorboard" if writer else None):
+            result.stages.append(record)
+            if writer:
+                writer.log_stage(record, cfg.train.epochs)
+        store.run(cfg.name).put_json("summary.json", result.summary())
+        return result
+    finally:
+        if writer:
+            writer.close()

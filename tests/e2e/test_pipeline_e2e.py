@@ -1,0 +1,157 @@
+"""End to end: two MCL stages of a tiny model on a small Trifeature, plus the failure paths users hit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_ray.cli import main
+from mcl_ray.data.experiment_data import load_experiment_data
+from mcl_ray.errors import TrainingError
+from mcl_ray.plan.from_config import data_spec, stage_specs
+from mcl_ray.plan.local import run_local
+from mcl_ray.plan.results import results_table
+from mcl_ray.train import stage as stage_module
+from mcl_ray.train.stage import train_stage
+from tiny import TINY, stage_artifacts, tiny_config
+
+pytestmark = pytest.mark.slow
+
+def test_two_stage_run_writes_everything(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root)
+    result = run_local(cfg, progress=False)
+    run_dir = tmp_path / cfg.name
+    assert len(result.stages) == 2
+    for k in (1, 2):
+        d = run_dir / f"stage_{k}"
+        state = torch.load(stage_artifacts(run_dir, k) / "encoder.pt", weights_only=True)
+        assert any(key.startswith("backbone.") for key in state)
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert set(metrics["integrated_eval"]) == {"shape", "texture", "color"}
+        history = json.loads((d / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert all(np.isfinite(h["loss"]) and "online_knn_color" in h for h in history)
+    groups = np.load(stage_artifacts(run_dir, 1, "clusters") / "groups.npy")
+    assert groups.shape == (300,) and 2 <= len(np.unique(groups)) <= 4
+    assert stage_artifacts(run_dir, 2, "clusters") is None  # no clustering after the last stage
+    emb = [np.load(stage_artifacts(run_dir, k) / "test_backbone.npy") for k in (1, 2)]
+    assert emb[0].shape == emb[1].shape == (150, 96)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == [1, 2]
+    table = results_table(result)
+    assert "shape/knn" in table and "integrated" in table
+    # colour is the easy attribute: a trained model separates it far above chance (0.1)
+    assert result.stages[-1].integrated_eval["color"]["knn"] > 0.5
+
+
+def test_stage_training_is_deterministic(tmp_path, data_root):
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=1", "eval.online_knn_every=0")
+    data = load_experiment_data(data_spec(cfg))
+    groups = np.arange(len(data.pretrain)) % 3
+    spec = stage_specs(cfg)[1]
+    a = train_stage(spec, data.pretrain, groups).encoder.state_dict()
+    b = train_stage(spec, data.pretrain, groups).encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c_result = train_stage(spec, data.pretrain, None, embed=True)
+    c = c_result.encoder.state_dict()  # groups change the negatives
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    emb = c_result.embeddings
+    assert emb["backbone"].shape == (len(data.pretrain), 96) and emb["projector"].shape == (len(data.pretrain), 16)
+
+
+class NaNAfter(torch.nn.Module):
+    """Wraps a real objective and returns NaN from stage 2 on, to test what survives a diverging stage."""
+
+    def __init__(self, inner, stage):
+        super().__init__()
+        self.inner, self.stage = inner, stage
+
+    def prepare(self, batch, augment):
+        return self.inner.prepare(batch, augment)
+
+    def forward(self, *inputs, groups=None):
+        loss = self.inner(*inputs, groups=groups)["loss"]
+        return {"loss": loss * float("nan") if self.stage >= 1 else loss}
+
+    def after_step(self):
+        self.inner.after_step()
+
+
+def test_nan_loss_names_stage_epoch_step_and_keeps_finished_stages(tmp_path, data_root, monkeypatch):
+    cfg = tiny_config(tmp_path, data_root)
+    real_build = stage_module.build_objective
+    calls = []
+
+    def build(spec, encoder, **kw):
+        calls.append(spec.name)
+        return NaNAfter(real_build(spec, encoder, **kw), len(calls) - 1)
+
+    monkeypatch.setattr(stage_module, "build_objective", build)
+    with pytest.raises(TrainingError, match=r"stage 2, epoch 1, step 1: loss is nan"):
+        run_local(cfg, progress=False)
+    assert (tmp_path / cfg.name / "stage_1" / "metrics.json").exists()  # finished work kept
+    assert not (tmp_path / cfg.name / "stage_2").exists()  # no half-written stage that looks finished
+
+
+def test_cli_train_and_validate(tmp_path, data_root, capsys):
+    code = main(["train", "--local", "--quiet", *TINY, "mcl.stages=1", "train.epochs=1", f"data.root={data_root}",
+                 "--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "color/knn" in out and "results:" in out
+    assert main(["validate", "objective.temprature=0.3"]) == 2
+    assert "did you mean 'objective.temperature'" in capsys.readouterr().err
+
+
+def test_cli_reports_missing_data_before_training(tmp_path, capsys):
+    code = main(["train", "data.name=imagefolder", f"data.root={tmp_path / 'missing'}", "--output", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and not (tmp_path / "mcl" / "stage_1").exists()
+
+
+def params(path):
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+
+
+def close(a, b):
+    return all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_stage_initialisation_modes(tmp_path, data_root):
+    """lr ~ 0 keeps weights where they started, which shows where each stage started from."""
+    frozen = ["train.lr=1e-12", "train.weight_decay=0", "eval.online_knn_every=0", "eval.linear=false"]
+    base = tiny_config(tmp_path / "a", data_root, "name=a")
+    run_local(base, progress=False)
+    stage1 = stage_artifacts(tmp_path / "a" / "a", 1) / "encoder.pt"
+
+    fresh = tiny_config(tmp_path / "b", data_root, "name=b", *frozen)
+    run_local(fresh, progress=False)
+    b1, b2 = (params(stage_artifacts(tmp_path / "b" / "b", k) / "encoder.pt") for k in (1, 2))
+    assert not close(b1, b2)  # fresh: each stage has its own initialisation
+
+    prev = tiny_config(tmp_path / "c", data_root, "name=c", "mcl.init=previous", *frozen)
+    run_local(prev, progress=False)
+    c1, c2 = (params(stage_artifacts(tmp_path / "c" / "c", k) / "encoder.pt") for k in (1, 2))
+    assert close(c1, c2)  # previous: stage 2 continues from stage 1
+
+    ckpt = tiny_config(tmp_path / "d", data_root, "name=d", "mcl.init=pretrained", f"mcl.init_checkpoint={stage1}", *frozen)
+    run_local(ckpt, progress=False)
+    start = params(stage1)
+    for k in (1, 2):
+        assert close(params(stage_artifacts(tmp_path / "d" / "d", k) / "encoder.pt"), start)
+
+
+def test_init_checkpoint_errors(tmp_path, data_root):
+    from mcl_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init_checkpoint: file .* does not exist"):
+        tiny_config(tmp_path, data_root, "mcl.init=pretrained", f"mcl.init_checkpoint={tmp_path / 'nope.pt'}")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = tiny_config(tmp_path, data_root, "mcl.init=pretrained", f"mcl.init_checkpoint={bad}")
+    with pytest.raises(ConfigError, match="cannot load"):
+        run_local(cfg, progress=False)

@@ -1,0 +1,112 @@
+"""A real sweep (2 trials x 2 stages) on Ray Tune: TensorBoard files, the report, and resuming after the
+study driver is killed. (Spaces and settings without Ray: tests/unit/test_study_settings.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from mcl_ray.cli import main
+from mcl_ray.study import load_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+RESNET = ROOT / "studies" / "configs" / "resnet.yaml"
+TINY_STUDY = [
+    "study.samples=2", "study.scheduler=none", "study.max_concurrent=1", "study.space.stages=[2,2]",
+    "experiment.train.epochs=1", "experiment.data.train_size=200", "experiment.data.test_size=100",
+    "experiment.data.image_size=16", "experiment.train.batch_size=64", "experiment.eval.linear_epochs=10",
+    "experiment.model.proj_hidden_dim=32", "experiment.model.proj_dim=16",
+]
+
+
+# ---------------------------------------------------------------- real sweeps on one shared Ray instance
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=8, object_store_memory=300 * 1024**2, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def trial_dirs(study_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in study_dir.glob("trial_*/result.json"))
+
+
+def stage_rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def terminated_trials(study_dir: Path) -> int:
+    states = sorted(study_dir.glob("experiment_state-*.json"))
+    if not states:
+        return 0
+    try:
+        text = states[-1].read_text()
+    except OSError:
+        return 0
+    return text.count("TERMINATED")
+
+
+def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path, data_dir=None):
+    storage = tmp_path / "results"
+    data = tmp_path / "data"
+    args = [sys.executable, str(ROOT / "studies" / "sweep_resnet.py"), "--address", ray_cluster,
+            "--profile", "local", "--storage", str(storage), *TINY_STUDY, f"experiment.data.root={data}"]
+    env = dict(os.environ)  # the same Ray auth mode as this process's cluster
+    log_path = tmp_path / "driver.log"
+    with log_path.open("wb") as log_file:
+        driver = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    study_dir = storage / "sweep-resnet"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and driver.poll() is None:
+        if terminated_trials(study_dir) >= 1:
+            break
+        time.sleep(1)
+    assert driver.poll() is None, "the study finished before it could be interrupted:\n" + log_path.read_text()[-3000:]
+    assert terminated_trials(study_dir) >= 1, "no trial finished in time"
+    first = next(t for t in trial_dirs(study_dir) if len(stage_rows(t)) == 2)  # the finished trial
+    first_rows = stage_rows(first)
+    os.killpg(driver.pid, signal.SIGKILL)  # the study driver dies mid-study
+    driver.wait()
+
+    study = load_study(RESNET, "local", [*TINY_STUDY, f"study.storage={storage}", f"experiment.data.root={data}"])
+    from mcl_ray.study import build_tuner
+
+    results = build_tuner(study, resume=True).fit()
+    assert len(results) == 2 and not any(r.error for r in results)
+    assert stage_rows(first) == first_rows  # the finished trial was not rerun
+    for trial in trial_dirs(study_dir):
+        rows = stage_rows(trial)
+        assert [r["stage"] for r in rows] == [1, 2]  # one report per stage
+        assert {"integrated/texture/linear", "stage_alone/shape/knn", "reused_stage"} <= set(rows[-1])
+        assert list(trial.glob("events.out.tfevents.*")), "Tune's TensorBoard file"
+        assert list((trial / "curves").glob("events.out.tfevents.*")), "per-epoch curves"
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(first.glob("events.out.tfevents.*"))))
+    events.Reload()
+    assert "ray/tune/integrated/texture/linear" in events.Tags()["scalars"]
+    hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"objective.temperature" in hparams and b"mcl.clusters" in hparams
+    for trial in trial_dirs(study_dir):  # a directory: the killed and the resumed driver may each have a file
+        curves = EventAccumulator(str(trial / "curves"))
+        curves.Reload()
+        assert len({e.step for e in curves.Scalars("epoch/loss")}) == 2  # 2 stages x 1 epoch
+
+    assert main(["report", str(study_dir)]) == 0
+    for png in ("metric_vs_stage.png", "metric_vs_params.png", "best_trial_attributes.png"):
+        assert (study_dir / "report" / png).stat().st_size > 1000
+    table = (study_dir / "report" / "trials.txt").read_text().splitlines()
+    assert len(table) >= 4 and "stage1 integrated/texture/linear" in table[0]

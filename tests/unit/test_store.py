@@ -1,0 +1,89 @@
+"""Artifact store commit semantics and stage keys (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_ray.errors import ConfigError
+from mcl_ray.plan.from_config import load_config, stage_specs
+from mcl_ray.store import ArtifactStore, cluster_key, stage_key
+
+
+def test_entry_is_absent_until_committed_and_round_trips(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    entry = store.stage("abc")
+    assert not entry.is_complete()
+    entry.put_array("x.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    entry.put_state("encoder.pt", {"w": torch.ones(2)})
+    entry.put_json("history.json", [{"epoch": 1}])
+    assert not entry.is_complete()  # files without the marker: a crashed write, not a finished stage
+    entry.commit({"stage": 1})
+    assert entry.is_complete() and entry.meta()["stage"] == 1
+    np.testing.assert_array_equal(entry.get_array("x.npy"), np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert torch.equal(entry.get_state("encoder.pt")["w"], torch.ones(2))
+    assert entry.get_json("history.json") == [{"epoch": 1}]
+    assert not list((tmp_path / "store" / "stages" / "abc").glob("*.tmp-*"))  # no temp files left behind
+    entry.clear()
+    assert not entry.is_complete()
+
+
+def test_weights_load_with_weights_only(tmp_path):
+    entry = ArtifactStore(str(tmp_path)).stage("k")
+    entry.put_state("encoder.pt", {"w": torch.arange(3.0)})
+    loaded = torch.load(tmp_path / "stages" / "k" / "encoder.pt", weights_only=True)
+    assert torch.equal(loaded["w"], torch.arange(3.0))
+
+
+def test_store_accepts_file_uris_and_rejects_unknown_schemes(tmp_path):
+    store = ArtifactStore(f"file://{tmp_path}")
+    store.clusters("c").put_json("a.json", {"a": 1})
+    assert (tmp_path / "clusters" / "c" / "a.json").exists()
+    with pytest.raises(ConfigError, match="storage: cannot open 'nosuch://bucket'"):
+        ArtifactStore("nosuch://bucket")
+
+
+BASE = ["mcl.stages=3", "mcl.clusters=[4, 6]", "train.epochs=2"]
+
+
+def keys(*overrides):
+    """The (stage, clustering) keys of every stage, chained as plan.sequence.run_stages chains them."""
+    cfg = load_config(overrides=[*BASE, *overrides])
+    scope = None if cfg.ray.reuse_stages else cfg.name
+    out, prev_c, prev_s = [], None, None
+    for spec in stage_specs(cfg):
+        s = stage_key(spec.identity(), prev_c, prev_s if spec.init == "previous" else None, scope=scope)
+        c = cluster_key(spec.clustering.__dict__, s, prev_c, scope=scope) if spec.clustering else None
+        out.append((s, c))
+        prev_c, prev_s = c, s
+    return out
+
+
+def test_stage_keys_change_exactly_where_the_stage_changes():
+    base = keys()
+    assert len({s for s, _ in base}) == 3
+    assert keys() == base  # deterministic
+    # K after stage 2 only changes what comes after that clustering
+    k2 = keys("mcl.clusters=[4, 8]")
+    assert k2[0] == base[0] and k2[1][0] == base[1][0] and k2[1][1] != base[1][1] and k2[2][0] != base[2][0]
+    # K after stage 1 changes stage 2 onwards, never stage 1's training
+    k1 = keys("mcl.clusters=[5, 6]")
+    assert k1[0][0] == base[0][0] and k1[0][1] != base[0][1] and k1[1][0] != base[1][0]
+    # a later stage's temperature leaves earlier stages alone
+    t = keys("mcl.temperatures=[0.2, 0.2, 0.5]")
+    assert t[:2] == keys("mcl.temperatures=[0.2, 0.2, 0.2]")[:2] and t[2][0] != base[2][0]
+    # everything training depends on changes every key
+    for change in ("seed=1", "train.lr=0.01", "model.proj_dim=64", "data.train_size=100", "augment.blur=0.5", "train.workers=2",
+                   "objective.name=moco", "objective.regularizers=[{name: dimcl}]"):
+        assert all(a[0] != b[0] for a, b in zip(keys(change), base)), change
+    # what training does not depend on changes nothing
+    for same in ("eval.knn_k=5", "name=other", "output_dir=/elsewhere", "train.log_every=7", "data.download=false",
+                 "train.device=cpu", "objective.momentum=0.5"):  # simclr ignores MoCo's options
+        assert keys(same) == base, same
+
+
+def test_reuse_off_scopes_keys_to_the_run_name():
+    assert keys("ray.reuse_stages=false", "name=a") != keys()
+    assert keys("ray.reuse_stages=false", "name=a") == keys("ray.reuse_stages=false", "name=a")
+    assert keys("ray.reuse_stages=false", "name=a") != keys("ray.reuse_stages=false", "name=b")

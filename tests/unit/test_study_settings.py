@@ -1,0 +1,80 @@
+"""Studies without Ray: define-by-run search spaces, trial values, concurrency limits, study config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mcl_ray.config.loader import build_config, set_path
+from mcl_ray.errors import ConfigError
+from mcl_ray.study import build_space, concurrency_limit, load_study
+from mcl_ray.study.config import SpaceConfig
+from mcl_ray.study.spaces import params_to_values
+
+ROOT = Path(__file__).resolve().parents[2]
+RESNET = ROOT / "studies" / "configs" / "resnet.yaml"
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_define_by_run_space_samples_valid_configs(per_stage):
+    space = SpaceConfig(stages=[1, 4], clusters=[3, 7], per_stage_clusters=per_stage, temperature=[0.05, 0.5],
+                        lr=[1e-4, 1e-2], backbones=["test_resnet", "resnet18"])
+    define = build_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_stages = set()
+    for _ in range(25):
+        trial = study.ask()
+        fixed = define(trial)
+        params = {**trial.params, **fixed}
+        values = params_to_values(params)
+        data: dict = {}
+        for path, value in values.items():
+            data = set_path(data, path, value)
+        cfg = build_config(data)
+        assert all(isinstance(v, (int, float, str, list)) for v in values.values())  # values, never re-parsed strings
+        seen_stages.add(cfg.mcl.stages)
+        assert 0.05 <= cfg.objective.temperature <= 0.5 and 1e-4 <= cfg.train.lr <= 1e-2
+        assert cfg.model.backbone in ("test_resnet", "resnet18")
+        ks = [cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1)]
+        assert all(k in (3, 7) for k in ks)
+        if per_stage:
+            assert sorted(k for k in trial.params if k.startswith("mcl.clusters.")) == [f"mcl.clusters.{i}" for i in range(1, cfg.mcl.stages)]
+        study.tell(trial, 0.0)
+    assert seen_stages == {1, 2, 3, 4}
+
+
+def test_fixed_values_are_constants_not_searched():
+    define = build_space(SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.2, lr=[1e-3, 1e-3], backbones=["resnet18"]))
+    trial = optuna.create_study().ask()
+    fixed = define(trial)
+    assert trial.params == {}
+    assert fixed == {"mcl.stages": 2, "mcl.clusters": 5, "objective.temperature": 0.2, "train.lr": 1e-3, "model.backbone": "resnet18"}
+
+
+def test_concurrency_limit_counts_driver_workers_and_clustering_actor():
+    cfg = build_config({"train": {"workers": 2}, "ray": {"cpus_per_worker": 1, "clustering_cpus": 1}})
+    assert concurrency_limit(cfg, trial_cpus=1, resources={"CPU": 2}) == 0  # one trial needs 4: never start it
+    assert concurrency_limit(cfg, trial_cpus=1, resources={"CPU": 9}) == 2
+    gpu = build_config({"train": {"workers": 2}, "ray": {"use_gpu": True, "clustering_gpus": 1}})
+    assert concurrency_limit(gpu, trial_cpus=1, resources={"CPU": 64, "GPU": 6}) == 2  # 3 GPUs per trial
+
+
+def test_study_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="study.space.stages"):
+        load_study(RESNET, "local", ["study.space.stages=[3,1]"])
+    with pytest.raises(ConfigError, match="study.sampels: unknown key.*did you mean 'study.samples'"):
+        load_study(RESNET, "local", ["study.sampels=3"])
+    with pytest.raises(ConfigError, match=r"experiment\.train\.lr: Input should be greater than 0"):
+        load_study(RESNET, "local", ["experiment.train.lr=-1"])
+    with pytest.raises(ConfigError, match="timm has no backbone|backbone"):
+        load_study(RESNET, "local", ["study.space.backbones=[resnet_does_not_exist]"])
+    with pytest.raises(ConfigError, match="no profile 'laptop'"):
+        load_study(RESNET, "laptop")
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_study(RESNET, "cluster")
+    for name in ("resnet", "vit"):
+        for profile in ("local", "cluster"):
+            study = load_study(ROOT / "studies" / "configs" / f"{name}.yaml", profile, ["study.storage=/tmp/x"])
+            assert study.base_experiment().mcl.stages >= 1
