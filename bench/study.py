@@ -1,4 +1,5 @@
-"""The bundled local-profile studies end to end: wall time and each trial's 1-stage baseline vs MCL.
+"""The bundled local-profile studies end to end: wall time, each MCL trial's 1-stage baseline vs MCL, and the
+verdict against the control arms (ensemble, long run; each arm's winner rerun with fresh seeds).
 
     python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min on 2 cores
     python -m bench.study sweep_vit             # ~7.5 min
@@ -52,9 +53,27 @@ def main() -> None:
     } for t in trials]
     print(f"{command}: {wall / 60:.1f} min, metric {metric}")
     print(format_table(rows))
+    verdict = None
+    if (study_dir / "arms").is_dir():
+        from mcl_ray.study.verdict import arm_results
+        from mcl_ray.study.verdict import verdict as judge
+
+        kind = metric.rsplit("/", 1)[-1]
+        results = arm_results(study_dir, metric, study.study.mode)
+        table, sentences = judge(results, kind)
+        print(table + "\nverdict:\n  " + "\n  ".join(sentences))
+        verdict = {
+            "sentences": sentences,
+            "arms": {r.label: {key: values for key, values in (
+                (k, r.values(k)) for k in sorted({k for t in r.runs for k in t.stages[-1] if k.startswith("integrated/")})
+            )} for r in results},
+            "confirmed": all(r.confirmed for r in results),
+        }
     path = write_result(f"study_{args.script}", {
         "command": command, "profile": "local", "wall_s": wall, "metric": metric, "trials": rows,
-        "settings": {"samples": study.study.samples, "scheduler": study.study.scheduler,
+        "verdict": verdict,
+        "settings": {"samples": study.study.samples, "scheduler": study.study.scheduler, "arms": study.study.arms,
+                     "confirm_seeds": study.study.confirm_seeds,
                      "experiment": study.base_experiment().model_dump(mode="json")},
     })
     print(f"wrote {path}")

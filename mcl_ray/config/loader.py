@@ -140,7 +140,8 @@ def with_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
             return path
         return str(Path(path).expanduser().resolve())
 
-    data = cfg.data.model_copy(update={"root": absolute(cfg.data.root), "cache_dir": absolute(cfg.data.cache_dir)})
+    data = cfg.data.model_copy(update={"root": absolute(cfg.data.root), "cache_dir": absolute(cfg.data.cache_dir),
+                                       "labels": absolute(cfg.data.labels)})
     mcl = cfg.mcl.model_copy(update={"init_checkpoint": absolute(cfg.mcl.init_checkpoint)})
     ray_cfg = cfg.ray.model_copy(update={"storage": absolute(cfg.ray.storage)})
     return cfg.model_copy(update={"output_dir": absolute(cfg.output_dir), "data": data, "mcl": mcl, "ray": ray_cfg})

@@ -30,6 +30,9 @@ class DataConfig(Strict):
     seed: int = Field(0, description="data generation / subsampling seed (independent of the training seed)")
     download: bool = True
     cache_dir: Union[str, None] = None
+    labels: Union[str, None] = Field(
+        None, description="labeled: the table (CSV or Parquet) listing path, optional split, and one column per attribute"
+    )
 
 
 class AugmentConfig(Strict):
@@ -91,6 +94,12 @@ class MCLConfig(Strict):
         "fresh", description="each stage starts fresh, from pretrained weights (timm or init_checkpoint), or from the previous stage"
     )
     init_checkpoint: Union[str, None] = Field(None, description="encoder state dict every stage starts from (init: pretrained)")
+    sampling: Literal["group_batches", "random_batches"] = Field(
+        "group_batches",
+        description="how later stages batch: group_batches (each global batch from one group, as in the official "
+        "code; leftovers packed into mixed batches) or random_batches (ordinary shuffled batches; the loss still "
+        "masks negatives to the anchor's group, so fewer negatives but batches that mix groups)",
+    )
     cluster_on: Literal["backbone", "projector"] = "projector"
     integrate: Literal["backbone", "projector"] = "backbone"
     kmeans_iters: int = Field(20, ge=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ _PROGRESS_MIN_FILES = 500
 _RESIZE_CHUNK = 1024
 
 _T = TypeVar("_T")
+log = logging.getLogger("mcl_ray")
 
 
 # --- torchvision data sets -------------------------------------------------------------------------
@@ -163,18 +165,24 @@ def load_image_folder(
         samples = [samples[i] for i in keep]
     paths = [path for path, _ in samples]
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    set_name = f"{name}:{directory.name}"
+    return decode_listed(paths, {"label": labels}, image_size, base=directory, cache_dir=cache_dir,
+                         set_name=f"{name}:{directory.name}", name=name)
 
+
+def decode_listed(paths: list[str], attributes: dict[str, np.ndarray], image_size: int, *, base: Path,
+                  cache_dir: str | Path | None, set_name: str, name: str) -> ImageSet:
+    """Decode image files (resized, centre-cropped) into an ImageSet, through an .npz cache keyed by the files'
+    paths, sizes and modification times, the attributes and the image size (a changed file is re-decoded)."""
     cache_path = None
     if cache_dir is not None:
-        key = _folder_key(directory, samples, image_size)
-        cache_path = Path(cache_dir).expanduser() / f"imagefolder_{directory.name}_{key}.npz"
+        key = _files_key(base, paths, attributes, image_size)
+        cache_path = Path(cache_dir).expanduser() / f"{name}_{base.name}_{key}.npz"
         cached = read_image_set_npz(cache_path, set_name)
-        if cached is not None and len(cached) == len(paths) and np.array_equal(cached.attributes.get("label"), labels):
+        if cached is not None and len(cached) == len(paths) and all(
+            np.array_equal(cached.attributes.get(k), v) for k, v in attributes.items()
+        ):
             return cached
-
-    images = _decode_all(paths, image_size, name, directory)
-    image_set = ImageSet(images=images, attributes={"label": labels}, name=set_name)
+    image_set = ImageSet(images=_decode_all(paths, image_size, name, base), attributes=attributes, name=set_name)
     if cache_path is not None:
         write_image_set_npz(cache_path, image_set)
     return image_set
@@ -193,13 +201,17 @@ def folder_classes(directory: str | Path, name: str = "imagefolder") -> list[str
     return classes
 
 
-def _folder_key(directory: Path, samples: list[tuple[str, int]], image_size: int) -> str:
-    """Hash of everything the decoded array depends on: files (with size and mtime), labels, size."""
-    entries = []
-    for path, label in samples:
-        stat = os.stat(path)
-        entries.append([os.path.relpath(path, directory), stat.st_size, stat.st_mtime_ns, label])
-    payload = [str(directory.resolve()), image_size, IMAGEFOLDER_CACHE_VERSION, sorted(entries)]
+def _files_key(base: Path, paths: list[str], attributes: dict[str, np.ndarray], image_size: int) -> str:
+    """Hash of everything the decoded set depends on: files (in order, with size and mtime), attributes, size."""
+    files = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise DataError(f"cannot read image file {path}: {exc}") from None
+        files.append([os.path.relpath(path, base), stat.st_size, stat.st_mtime_ns])
+    labels = {k: np.asarray(v).tolist() for k, v in sorted(attributes.items())}
+    payload = [str(Path(base).resolve()), image_size, IMAGEFOLDER_CACHE_VERSION, files, labels]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]
 
 
@@ -255,9 +267,12 @@ def subsample_indices(total: int, size: int | None, seed: int, name: str) -> np.
         return None
     size = _positive_int(size, "size", name)
     if size > total:
-        raise DataError(f"{name}: size={size} asks for more images than the {total} available")
+        raise DataError(f"{name}: size={size} asks for more images than the {total} available "
+                        "(data.train_size / data.test_size; null uses all)")
     if size == total:
         return None
+    log.warning("%s: using a seeded subsample of %d of its %d images (data.train_size / data.test_size; "
+                "null uses all)", name, size, total)
     return np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
 
 

@@ -22,6 +22,7 @@ class DataSource:
 
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     attributes: ClassVar[tuple[str, ...]] = ("label",)
+    labels_file: ClassVar[bool] = False  # True: images and labels come from a table named by data.labels
 
     def load(self, split: str, *, root: Path, image_size: int, download: bool, size: int | None, seed: int,
              cache_dir: str | Path | None) -> "ImageSet":
@@ -57,6 +58,7 @@ def load_dataset(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> "ImageSet":
     """Load one split as an ImageSet of uint8 images (image_size^2) with integer label attributes.
 
@@ -66,5 +68,9 @@ def load_dataset(
     source = data_source(name)
     if split not in source.splits:
         raise DataError(f"{name}: unknown split {split!r}; choose one of {', '.join(source.splits)}")
+    if bool(labels) != source.labels_file:
+        raise DataError(f"{name}: data.labels " + ("is required (the table listing the images and their labels)"
+                                                   if source.labels_file else "is only used by data.name: labeled"))
+    extra = {"labels": labels} if labels else {}
     return source.load(split, root=Path(root).expanduser(), image_size=image_size, download=download, size=size,
-                       seed=seed, cache_dir=cache_dir)
+                       seed=seed, cache_dir=cache_dir, **extra)

@@ -17,10 +17,15 @@ class DataSpec:
     seed: int = 0
     download: bool = False
     cache_dir: str | None = None
+    labels: str | None = None  # the labels table of file-listed data sets
 
     def identity(self) -> dict:
         """What the images depend on (where they are cached and whether to download do not change them)."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root")}
-        if self.name == "imagefolder":  # the folder is the data
+        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root", "labels")}
+        if self.name in ("imagefolder", "labeled"):  # the files are the data
             out["root"] = str(Path(self.root).expanduser().resolve())
+        if self.labels:  # the table's contents: its path, size and modification time
+            path = Path(self.labels).expanduser().resolve()
+            stat = path.stat() if path.exists() else None
+            out["labels"] = [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
         return out

@@ -62,18 +62,22 @@ def iter_stages(
     cfg,
     *,
     progress: bool = True,
-    data: ExperimentData | None = None,
     hooks: RunHooks | None = None,
     curves_dir: str | Path | None = None,
 ) -> Iterator[StageRecord]:
     """Run (or reuse) every stage in order on the connected Ray cluster, yielding each finished stage.
 
     With `curves_dir` (a directory on this node), stages trained here write their per-epoch TensorBoard
-    curves there live.
+    curves there live. The data is always the configured data (`cfg.data`): the workers load it from the
+    same config, so what is evaluated here is what was trained there.
     """
     cfg = with_absolute_paths(cfg)
+    yield from _stages_on_ray(cfg, load_experiment_data(data_spec(cfg)), progress, hooks, curves_dir)
+
+
+def _stages_on_ray(cfg, data: ExperimentData, progress: bool, hooks: RunHooks | None, curves_dir) -> Iterator[StageRecord]:
+    """`data` must be what cfg.data loads (the workers load it from the config)."""
     resources = plan_resources(cfg, cluster_gpus())
-    data = data or load_experiment_data(data_spec(cfg))  # bad paths / corrupt files fail here, before any job
     executor = RayExecutor(cfg, resources, data, curves_dir)
     try:
         yield from run_stages(cfg, executor, data, progress=progress, hooks=hooks)
@@ -86,7 +90,6 @@ def run_mcl(
     *,
     address: str | None = None,
     progress: bool = True,
-    data: ExperimentData | None = None,
     tensorboard: bool = True,
     hooks: RunHooks | None = None,
 ) -> ExperimentResult:
@@ -96,11 +99,11 @@ def run_mcl(
     and, on local storage, TensorBoard curves under `<storage>/<name>/tensorboard`.
     """
     cfg = with_absolute_paths(cfg)
-    data = data or load_experiment_data(data_spec(cfg))  # missing or corrupt data fails before Ray starts
+    data = load_experiment_data(data_spec(cfg))  # missing or corrupt data fails before Ray starts
     started = ensure_ray(address, num_cpus=local_cpus_needed(cfg))
     try:
-        return collect(cfg, lambda curves_dir: iter_stages(cfg, progress=progress, data=data, hooks=hooks,
-                                                           curves_dir=curves_dir), tensorboard=tensorboard)
+        return collect(cfg, lambda curves_dir: _stages_on_ray(cfg, data, progress, hooks, curves_dir),
+                       tensorboard=tensorboard)
     finally:
         if started:
             ray.shutdown()

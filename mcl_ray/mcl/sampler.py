@@ -23,9 +23,11 @@ Batch plan of one epoch (user-facing policy; a numpy Generator seeded with ``(se
    the one last mixed batch).
 5. The order of all global batches is shuffled. Every sample is visited exactly once per epoch.
 
-Rank r takes the r-th of ``world_size`` near-equal contiguous slices (``np.array_split``) of each global
-batch: local sizes differ by at most 1, every rank has the same number of steps, and at step t all ranks
-work on the same global batch. The plan depends only on ``(seed, epoch)`` and the group ids, so all ranks
+Rank r takes the strided slice ``batch[r::world_size]`` of each global batch: local sizes differ by at most
+1, every rank has the same number of steps, and at step t all ranks work on the same global batch. Strided,
+not contiguous: a mixed batch holds its groups one after another, so contiguous slices would hand each rank
+fewer groups the more ranks there are, and each rank's BatchNorm statistics (hence the trained model) would
+depend on the number of workers. The plan depends only on ``(seed, epoch)`` and the group ids, so all ranks
 compute it identically without communication. With ``shuffle=False`` nothing is randomised: groups in
 ascending id order, remainders in ascending id order, batches in construction order.
 
@@ -157,7 +159,7 @@ class GroupBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.global_batches(self.epoch):
-            yield np.array_split(batch, self.world_size)[self.rank].tolist()
+            yield batch[self.rank :: self.world_size].tolist()
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """The whole epoch's plan: every global batch (all ranks together), in step order."""
@@ -216,13 +218,24 @@ class GroupBatchSampler(torch.utils.data.Sampler[list[int]]):
         return epoch
 
 
-def plan_summary(sampler: GroupBatchSampler, epoch: int) -> dict[str, int | float]:
+FEW_NEGATIVES = 10
+
+
+def plan_summary(sampler: GroupBatchSampler, epoch: int, loss_groups: np.ndarray | None = None) -> dict[str, int | float]:
     """Counts describing one epoch's plan, for logging how much of it mixed several groups.
 
     A batch is *mixed* when it holds more than one group: its anchors still only see own-group negatives
-    (the loss masks the others out) but fewer of them than in a pure batch.
+    (the loss masks the others out) but fewer of them than in a pure batch. `few_negatives_fraction` is the
+    fraction of anchors with fewer than 10 in-batch negatives (two views of every same-group sample in the
+    global batch, minus the anchor and its positive). loss_groups: the groups the loss masks with, when the
+    sampler batches without them (random batches + group mask); default: the sampler's own groups.
     """
     batches = sampler.global_batches(epoch)
+    mask_groups = sampler.group_codes if loss_groups is None else np.asarray(loss_groups)
+    few = 0
+    for batch in batches:
+        _, inverse, counts = np.unique(mask_groups[batch], return_inverse=True, return_counts=True)
+        few += int((2 * counts[inverse] - 2 < FEW_NEGATIVES).sum())
     groups_per_batch = [np.unique(sampler.group_codes[batch]).size for batch in batches]
     sizes = [batch.size for batch in batches]
     mixed_sizes = [size for size, n_groups in zip(sizes, groups_per_batch) if n_groups > 1]
@@ -237,4 +250,5 @@ def plan_summary(sampler: GroupBatchSampler, epoch: int) -> dict[str, int | floa
         "mixed_sample_fraction": samples_in_mixed / sampler.num_samples,
         "min_global_batch_size": int(min(sizes)),
         "max_global_batch_size": int(max(sizes)),
+        "few_negatives_fraction": few / sampler.num_samples,
     }

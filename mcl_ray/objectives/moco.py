@@ -5,7 +5,8 @@ keeps the group label of its sample, so under MCL an anchor only contrasts with 
 group; slots not yet written carry group -1 and are never negatives.
 
 Choice: the loss is symmetric (q1 against k2 and q2 against k1, averaged, as in MoCo v3 / solo-learn's
-MoCo v2+), and both views' keys go into one shared queue. No shuffle-BN (as in solo-learn).
+MoCo v2+). One key per image goes into the queue (view 2's, as in MoCo's original asymmetric loss), so a
+queue of Q keys covers Q images rather than Q / 2. No shuffle-BN (as in solo-learn).
 """
 
 from __future__ import annotations
@@ -110,14 +111,17 @@ class MoCo(ContrastiveMethod):
             moco_infonce_loss(q1, k2, queue, self.temperature, groups, queue_groups)
             + moco_infonce_loss(q2, k1, queue, self.temperature, groups, queue_groups)
         )
+        sizes = None
+        if self.gather and is_distributed():  # DDP averages the workers: weight each by its share of the batch
+            sizes = gather_sizes(view1.shape[0], view1.device)
+            loss = loss * (view1.shape[0] * len(sizes) / sum(sizes))
         if self.training:
-            keys = F.normalize(torch.cat([k1, k2]).float(), dim=1)
+            keys = F.normalize(k2.float(), dim=1)
             if groups is None:
                 key_groups = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
             else:
-                key_groups = torch.cat([groups, groups]).to(torch.int64)
-            if self.gather and is_distributed():
-                sizes = gather_sizes(keys.shape[0], keys.device)
+                key_groups = groups.to(torch.int64)
+            if sizes is not None:
                 keys, key_groups = gather_no_grad(keys, sizes), gather_no_grad(key_groups, sizes)
             self.enqueue(keys, key_groups)
         return {"loss": loss, "projections": (q1, q2)}

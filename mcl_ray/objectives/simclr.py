@@ -20,7 +20,9 @@ from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_
 def nt_xent_loss(
     z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
 ) -> Tensor:
-    """Mean NT-Xent over this worker's 2B anchors (both views of each sample).
+    """NT-Xent over this worker's 2B anchors (both views of each sample): their mean, or with `gather` on
+    several workers their sum scaled by world size / global anchor count, so that the workers' losses and
+    gradients averaged (what DDP does) are exactly the global batch's mean, also when local batch sizes differ.
 
     z1, z2: [B, D] projections of two views (L2-normalised here). Anchor i's positive is its other view; its
     negatives are every other embedding (of the global batch when `gather`) with the same group label.
@@ -38,9 +40,10 @@ def nt_xent_loss(
     local = F.normalize(torch.cat([z1, z2]).to(dtype), dim=1)  # rows [view1 of 0..B-1, view2 of 0..B-1]
     local_groups = None if groups is None else torch.cat([groups, groups])
 
-    everything, everything_groups, offset = local, local_groups, 0
+    everything, everything_groups, offset, scale = local, local_groups, 0, None
     if gather and is_distributed():
         sizes = gather_sizes(2 * batch, local.device)
+        scale = torch.distributed.get_world_size() / sum(sizes)
         offset = sum(sizes[: torch.distributed.get_rank()])
         everything = gather_with_grad(local, sizes)
         if local_groups is not None:
@@ -57,7 +60,7 @@ def nt_xent_loss(
     excluded[rows, positive_cols] = False  # the positive always stays, so logsumexp is finite
     positives = logits[rows, positive_cols]
     losses = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1) - positives
-    return losses.mean()
+    return losses.mean() if scale is None else losses.sum() * scale
 
 
 class SimCLR(ContrastiveMethod):

@@ -64,6 +64,9 @@ def check_experiment(cfg: ExperimentConfig) -> None:
 
 def _check_data(cfg: ExperimentConfig) -> None:
     source = DATA_SOURCES.get(cfg.data.name)
+    if bool(cfg.data.labels) != source.labels_file:
+        raise ConfigError("data.labels: " + (f"{cfg.data.name} needs the table listing its images and labels"
+                                             if source.labels_file else f"only used by data.name: labeled, not {cfg.data.name}"))
     if cfg.data.pretrain_split not in source.splits:
         raise ConfigError(
             f"data.pretrain_split: {cfg.data.name} has splits {', '.join(source.splits)}, not {cfg.data.pretrain_split!r}"
@@ -155,7 +158,8 @@ def objective_spec(cfg: ExperimentConfig, stage: int) -> ObjectiveSpec:
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
     d = cfg.data
     return DataSpec(name=d.name, root=d.root, image_size=d.image_size, train_size=d.train_size, test_size=d.test_size,
-                    pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir)
+                    pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir,
+                    labels=d.labels)
 
 
 def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:
@@ -204,7 +208,7 @@ def stage_specs(cfg: ExperimentConfig) -> list[StageSpec]:
         specs.append(StageSpec(
             index=stage, seed=seed, data=data, augment=augment, model=model, objective=objective_spec(cfg, stage),
             train=train, clustering=clustering, eval=ev, init=cfg.mcl.init, integrate=cfg.mcl.integrate,
-            online_knn_samples=cfg.eval.online_knn_samples,
+            online_knn_samples=cfg.eval.online_knn_samples, sampling=cfg.mcl.sampling,
         ))
     return specs
 

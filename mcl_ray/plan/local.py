@@ -81,7 +81,10 @@ def cluster_all(job: StageJob, emb, data: ExperimentData, store: ArtifactStore) 
 
 def run_local(cfg, *, data: ExperimentData | None = None, progress: bool = True, tensorboard: bool = True,
               hooks: RunHooks | None = None) -> ExperimentResult:
-    """Run every stage in this process; writes the same layout as `run_mcl` under `ray.storage or output_dir`."""
+    """Run every stage in this process; writes the same layout as `run_mcl` under `ray.storage or output_dir`.
+
+    data: the images `cfg.data` names, when the caller has them loaded already (stage keys hash `cfg.data`,
+    so passing other images would mislabel the stages they train)."""
     cfg = with_absolute_paths(cfg)
     data = data or load_experiment_data(data_spec(cfg))
     executor = LocalExecutor(cfg, data)

@@ -28,6 +28,7 @@ class StageSpec:
     eval: EvalSpec
     init: str = "fresh"  # fresh | pretrained | previous
     integrate: str = "backbone"  # the representation concatenated across stages
+    sampling: str = "group_batches"  # or random_batches (batches ignore groups; the loss masks by group)
     online_knn_samples: int = 2000
 
     def identity(self) -> dict[str, Any]:
@@ -41,4 +42,5 @@ class StageSpec:
             "objective": self.objective.identity(),
             "train": self.train.identity(),
             "init": self.init,
+            "sampling": self.sampling,
         }

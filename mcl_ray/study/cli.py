@@ -35,7 +35,8 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         from mcl_ray.engine.runtime import ensure_ray, local_cpus_needed
         from mcl_ray.study.config import load_study
         from mcl_ray.study.report import report
-        from mcl_ray.study.tuner import build_tuner
+        from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY
+        from mcl_ray.study.tuner import build_tuner, confirm_tuner
 
         overrides = list(args.overrides)
         if args.samples is not None:
@@ -52,10 +53,20 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         if not ray.is_initialized():
             base = study.base_experiment()
             ensure_ray(None, num_cpus=local_cpus_needed(base, trials=study.study.max_concurrent or 1, trial_cpus=study.study.trial_cpus))
-        print(f"study {study.study.name} (profile {profile}): {study.study.samples} trials, metric {study.study.metric}")
-        results = build_tuner(study, resume=args.resume).fit()
-        errors = [r for r in results if r.error]
-        study_dir = Path(results.experiment_path) if "://" not in results.experiment_path else None
+        s = study.study
+        print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, metric {s.metric}"
+              + (f", winners confirmed with {s.confirm_seeds} fresh seeds" if s.confirm_seeds else ""))
+        errors, study_dir = [], None
+        for arm in s.arms:
+            results = build_tuner(study, resume=args.resume, arm=arm).fit()
+            errors += [r for r in results if r.error]
+            if arm == "mcl":
+                study_dir = Path(results.experiment_path) if "://" not in results.experiment_path else None
+            if s.confirm_seeds:
+                best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
+                params = {k: v for k, v in best.config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
+                confirmed = confirm_tuner(study, arm, params).fit()
+                errors += [r for r in confirmed if r.error]
         if study_dir is not None:
             text, plots = report([str(study_dir)], study.study.metric, study.study.mode)
             print(text)

@@ -66,6 +66,21 @@ class StudySettings(Strict):
     max_concurrent: Union[int, None] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs allow")
     trial_cpus: float = Field(1.0, gt=0.0, description="CPUs each trial's driver holds (it runs the evaluation)")
     space: SpaceConfig = SpaceConfig()
+    arms: list[Literal["mcl", "ensemble", "long"]] = Field(
+        ["mcl"], min_length=1,
+        description="what the study tunes side by side, each with `samples` trials: mcl, and the controls ensemble "
+        "(S seeded 1-stage runs integrated like MCL's stages) and long (one run with S times the epochs)",
+    )
+    confirm_seeds: int = Field(
+        0, ge=0, description="after tuning, rerun each arm's best configuration with this many fresh seeds (mean +- std)"
+    )
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or "mcl" not in v:
+            raise ValueError(f"needs 'mcl' and no arm twice, got {v}")
+        return v
 
     @field_validator("metric")
     @classmethod

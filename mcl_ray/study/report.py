@@ -201,5 +201,14 @@ def report(study_dirs: list[str], metric: str | None = None, mode: str | None = 
     importances = param_importances(ranked, metric, mode)
     if importances:
         text += "\n\nparameter importances: " + ", ".join(f"{_short(k)} {v:.2f}" for k, v in importances.items())
+    if len(study_dirs) == 1 and any((Path(study_dirs[0]).expanduser() / d).is_dir() for d in ("arms", "confirm")):
+        from mcl_ray.study.verdict import arm_results, plot_verdict, verdict
+
+        kind = metric.rsplit("/", 1)[-1]
+        results = arm_results(study_dirs[0], metric, mode)
+        table, sentences = verdict(results, kind)
+        text += "\n\nMCL against its controls (integrated " + kind + ", best configuration of each arm):\n" + table
+        text += "\n\nverdict:\n  " + "\n  ".join(sentences)
+        plots.append(plot_verdict(results, kind, out / "verdict.png"))
     (out / "trials.txt").write_text(text + "\n")
     return text, plots

@@ -76,7 +76,7 @@ DEFAULT_SPACES = {"resnet": resnet_space, "vit": vit_space}
 def params_to_values(params: dict[str, Any]) -> dict[str, Any]:
     """Flat trial parameters -> {dotted config path: value}; per-stage `mcl.clusters.<i>` become one list."""
     per_stage = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in params.items() if k.startswith("mcl.clusters."))
-    out = {k: v for k, v in params.items() if "." in k and not k.startswith("mcl.clusters.")}
+    out = {k: v for k, v in params.items() if ("." in k or k == "seed") and not k.startswith("mcl.clusters.")}
     if per_stage:
         out["mcl.clusters"] = [v for _, v in per_stage]
     return out

@@ -17,7 +17,10 @@ import ray.tune
 
 from mcl_ray.config.loader import build_config, deep_merge, set_path
 from mcl_ray.config.schema import ExperimentConfig
+from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.engine.driver import iter_stages
+from mcl_ray.plan.arms import arm_records
+from mcl_ray.plan.from_config import data_spec
 from mcl_ray.study.spaces import params_to_values
 from mcl_ray.tracking.tensorboard import RunWriter, stage_scalars
 
@@ -31,11 +34,12 @@ def trial_experiment(config: dict[str, Any], trial_id: str) -> ExperimentConfig:
     """Base experiment + the trial's searched parameters, stored with the study, named after the trial."""
     params = {k: v for k, v in config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
     study = config[STUDY_KEY]
+    prefix = study["name"] if study.get("arm", "mcl") == "mcl" else f"{study['name']}/{study['arm']}"
     merged = dict(config[EXPERIMENT_KEY])
     for path, value in params_to_values(params).items():
         merged = set_path(merged, path, value)
     merged = deep_merge(merged, {
-        "name": f"{study['name']}/trials/{trial_id}",
+        "name": f"{prefix}/trials/{trial_id}",
         "output_dir": study["storage"],
         "ray": {"storage": study["storage"]},
     })
@@ -60,14 +64,19 @@ def mcl_trainable(config: dict[str, Any]) -> None:
     context = ray.tune.get_context()
     cfg = trial_experiment(config, context.get_trial_id())
     curves = Path(context.get_trial_dir()) / "curves"
+    arm = config[STUDY_KEY].get("arm", "mcl")
     writer = RunWriter(curves)
+    live = curves if arm != "ensemble" else None  # ensemble members would all draw on stage 1's epochs
+    data = load_experiment_data(data_spec(cfg))
     try:
-        for record in iter_stages(cfg, progress=False, curves_dir=curves):
+        for record in arm_records(cfg, arm, lambda c: iter_stages(c, progress=False, curves_dir=live), data):
             writer.log_stage(record, cfg.train.epochs)  # adds what live writing did not (reused stages)
             metrics = with_means(stage_scalars(record))
             metrics.update(
                 stage=record.stage,
-                stages_planned=cfg.mcl.stages,
+                stages_planned=cfg.mcl.stages if arm != "long" else 1,
+                arm=arm,
+                arm_stages=cfg.mcl.stages,  # MCL's stages, the ensemble's members, the long run's epoch multiple
                 reused_stage=bool(record.reused and record.reused["stage"]),
                 train_minutes=sum(h.get("epoch_time_s", 0.0) for h in record.history) / 60,
             )

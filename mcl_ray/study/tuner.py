@@ -67,13 +67,21 @@ def resolved_experiment(study: StudyConfig, cluster_gpus: float) -> dict[str, An
     return experiment
 
 
-def study_param_space(study: StudyConfig, cluster_gpus: float | None = None) -> dict[str, Any]:
-    """The constant part of every trial's config: the base experiment and where the study stores things."""
+def study_param_space(study: StudyConfig, cluster_gpus: float | None = None, arm: str = "mcl") -> dict[str, Any]:
+    """The constant part of every trial's config: the base experiment, the arm, where the study stores things."""
     gpus = float(ray.cluster_resources().get("GPU", 0.0)) if cluster_gpus is None else cluster_gpus
     return {
         EXPERIMENT_KEY: resolved_experiment(study, gpus),
-        STUDY_KEY: {"name": study.study.name, "storage": storage_uri(study)},
+        STUDY_KEY: {"name": study.study.name, "storage": storage_uri(study), "arm": arm},
     }
+
+
+def arm_path(study: StudyConfig, arm: str, confirm: bool = False) -> str:
+    """Where an arm's trials go: the MCL arm in the study directory itself (as before arms existed), the
+    controls under <study>/arms/<arm>, confirmation runs under <study>/confirm/<arm>."""
+    if confirm:
+        return f"{study.study.name}/confirm/{arm}"
+    return study.study.name if arm == "mcl" else f"{study.study.name}/arms/{arm}"
 
 
 def trainable_with_resources(study: StudyConfig, cluster_gpus: float | None = None) -> Callable:
@@ -95,8 +103,10 @@ def build_tuner(
     searcher: Searcher | None = None,
     scheduler: TrialScheduler | None = None,
     max_concurrent: int | None = None,
+    arm: str = "mcl",
 ) -> tune.Tuner:
-    """A Tuner for `study` on the connected Ray cluster; `resume=True` continues an interrupted study."""
+    """A Tuner for one arm of `study` (each arm gets study.samples trials and its own seeded searcher, so the
+    controls are tuned as hard as MCL) on the connected Ray cluster; `resume=True` continues an interrupted one."""
     s = study.study
     base = study.base_experiment()
     limit = max_concurrent or s.max_concurrent or concurrency_limit(base, s.trial_cpus)
@@ -109,11 +119,13 @@ def build_tuner(
     storage = storage_uri(study)
     store = ArtifactStore(storage)
     store.run(s.name).put_bytes("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).encode())
-    path = store.uri(s.name)
+    name = arm_path(study, arm)
+    path = store.uri(name)
     trainable = trainable_with_resources(study)
+    param_space = study_param_space(study, arm=arm)
     if resume and tune.Tuner.can_restore(path):
         log.info("resuming study %s: finished trials are kept, unfinished ones continue", path)
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=study_param_space(study))
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
     if scheduler is None and s.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration", metric=s.metric, mode=s.mode,
@@ -122,19 +134,40 @@ def build_tuner(
     # metric/mode go to the searcher and scheduler themselves: Tune does not forward TuneConfig's through
     # the ConcurrencyLimiter that max_concurrent_trials wraps around the searcher
     searcher = searcher or OptunaSearch(space=build_space(s.space), metric=s.metric, mode=s.mode, seed=s.seed)
-    log.info("study %s: %d trials, at most %d at a time, storage %s", s.name, s.samples, limit, path)
+    log.info("study %s, arm %s: %d trials, at most %d at a time, storage %s", s.name, arm, s.samples, limit, path)
     return tune.Tuner(
         trainable,
-        param_space=study_param_space(study),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler,
             num_samples=s.samples, max_concurrent_trials=limit,
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
         ),
-        run_config=tune.RunConfig(
-            name=s.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1),
-            # each trial's curves/ (written on its node) reaches remote storage at its reports; local storage
-            # is the trial directory itself, so nothing is copied there
-            sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=60),
-        ),
+        run_config=_run_config(name, storage),
+    )
+
+
+def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_concurrent: int | None = None) -> tune.Tuner:
+    """Rerun one arm's best parameters with study.confirm_seeds fresh seeds (experiment seed + 1, + 2, ...):
+    the seed the arm was tuned on is left out, so its selection luck does not count twice."""
+    s = study.study
+    base = study.base_experiment()
+    limit = max_concurrent or s.max_concurrent or max(1, concurrency_limit(base, s.trial_cpus))
+    seeds = [base.seed + i for i in range(1, s.confirm_seeds + 1)]
+    param_space = {**study_param_space(study, arm=arm), **params, "seed": tune.grid_search(seeds)}
+    return tune.Tuner(
+        trainable_with_resources(study),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_dirname,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=_run_config(arm_path(study, arm, confirm=True), storage_uri(study)),
+    )
+
+
+def _run_config(name: str, storage: str) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1),
+        # each trial's curves/ (written on its node) reaches remote storage at its reports; local storage
+        # is the trial directory itself, so nothing is copied there
+        sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=60),
     )

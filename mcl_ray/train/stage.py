@@ -126,7 +126,7 @@ def train_stage(
     model = ctx.wrap_model(objective)
 
     sampler = GroupBatchSampler(
-        groups,
+        groups if spec.sampling == "group_batches" else None,  # random_batches: the loss alone applies the groups
         num_samples=len(train_set),
         global_batch_size=train.batch_size,
         rank=ctx.rank,
@@ -149,7 +149,7 @@ def train_stage(
     group_ids = torch.from_numpy(np.zeros(len(train_set), np.int64) if groups is None else np.asarray(groups, np.int64))
     use_amp = train.amp and device.type == "cuda"
     if ctx.is_main and groups is not None:
-        log.info("stage %d sampling plan: %s", stage + 1, plan_summary(sampler, 0))
+        log.info("stage %d sampling plan (%s): %s", stage + 1, spec.sampling, plan_summary(sampler, 0, loss_groups=groups))
 
     for epoch in range(start_epoch, train.epochs):
         sampler.set_epoch(epoch)
@@ -194,6 +194,8 @@ def train_stage(
             "images_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
+        if groups is not None:  # how starved the group mask left the anchors this epoch
+            metrics["few_negatives_fraction"] = plan_summary(sampler, epoch, loss_groups=groups)["few_negatives_fraction"]
         every = train.online_knn_every
         if online_probe is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == train.epochs):
             metrics.update(online_knn(encoder, online_probe, spec, device))

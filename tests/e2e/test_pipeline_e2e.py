@@ -11,6 +11,7 @@ import torch
 from mcl_ray.cli import main
 from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.errors import TrainingError
+from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
 from mcl_ray.plan.from_config import data_spec, stage_specs
 from mcl_ray.plan.local import run_local
 from mcl_ray.plan.results import results_table
@@ -155,3 +156,25 @@ def test_init_checkpoint_errors(tmp_path, data_root):
     cfg = tiny_config(tmp_path, data_root, "mcl.init=pretrained", f"mcl.init_checkpoint={bad}")
     with pytest.raises(ConfigError, match="cannot load"):
         run_local(cfg, progress=False)
+
+
+def test_sampling_policy_decides_whether_batches_keep_to_one_group(tmp_path, data_root):
+    data = None
+    seen = {}
+    for policy in ("group_batches", "random_batches"):
+        cfg = tiny_config(tmp_path, data_root, "train.epochs=1", "eval.online_knn_every=0", f"mcl.sampling={policy}")
+        data = data or load_experiment_data(data_spec(cfg))
+        groups = np.arange(len(data.pretrain)) % 3  # ~100 per group: one pure batch of 64 each, the rest mixed
+        groups[:4] = 3  # and a group of 4, whose anchors have 6 negatives at most
+        steps = []
+        ctx = stage_module.StageContext(progress=False, on_step=lambda e, s, g: steps.append(set(g.tolist())))
+        spec = stage_specs(cfg)[1]
+        result = train_stage(spec, data.pretrain, groups, ctx=ctx)
+        sampler = GroupBatchSampler(groups if policy == "group_batches" else None, num_samples=len(groups),
+                                    global_batch_size=spec.train.batch_size, seed=spec.seed)
+        expected = plan_summary(sampler, 0, loss_groups=groups)["few_negatives_fraction"]
+        assert result.history[0]["few_negatives_fraction"] == expected
+        seen[policy] = (steps, expected)
+    assert sum(len(s) == 1 for s in seen["group_batches"][0]) == 3
+    assert all(len(s) >= 3 for s in seen["random_batches"][0])  # ordinary batches: the mask alone keeps groups apart
+    assert all(4 / 300 <= few < 0.2 for _, few in seen.values())  # the group of 4 is always starved

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = ROOT / "studies" / "configs" / "resnet.yaml"
 TINY_STUDY = [
-    "study.samples=2", "study.scheduler=none", "study.max_concurrent=1", "study.space.stages=[2,2]",
+    "study.samples=2", "study.scheduler=none", "study.arms=[mcl]", "study.confirm_seeds=0", "study.max_concurrent=1", "study.space.stages=[2,2]",
     "experiment.train.epochs=1", "experiment.data.train_size=200", "experiment.data.test_size=100",
     "experiment.data.image_size=16", "experiment.train.batch_size=64", "experiment.eval.linear_epochs=10",
     "experiment.model.proj_hidden_dim=32", "experiment.model.proj_dim=16",
@@ -110,3 +110,28 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
         assert (study_dir / "report" / png).stat().st_size > 1000
     table = (study_dir / "report" / "trials.txt").read_text().splitlines()
     assert len(table) >= 4 and "stage1 integrated/texture/linear" in table[0]
+
+
+def test_control_arms_run_beside_mcl_and_the_report_gives_a_verdict(ray_cluster, tmp_path):
+    from mcl_ray.study import build_tuner
+    from mcl_ray.study.report import report
+
+    storage = tmp_path / "results"
+    study = load_study(RESNET, "local", [*TINY_STUDY, "study.samples=1", "study.arms=[mcl,ensemble,long]",
+                                         f"study.storage={storage}", f"experiment.data.root={tmp_path / 'data'}"])
+    for arm in study.study.arms:
+        assert not any(r.error for r in build_tuner(study, arm=arm).fit())
+    study_dir = storage / "sweep-resnet"
+    (mcl,) = [stage_rows(t) for t in trial_dirs(study_dir)]
+    (ensemble,) = [stage_rows(t) for t in trial_dirs(study_dir / "arms" / "ensemble")]
+    (long,) = [stage_rows(t) for t in trial_dirs(study_dir / "arms" / "long")]
+    assert [r["stage"] for r in mcl] == [1, 2] == [r["stage"] for r in ensemble] and [r["stage"] for r in long] == [1]
+    # the same seeded searcher gave every arm the same settings, so ensemble member 1 is MCL's stage 1, reused
+    assert ensemble[0]["reused_stage"] and not mcl[0]["reused_stage"]
+    assert ensemble[0]["integrated/texture/linear"] == mcl[0]["integrated/texture/linear"]
+    assert not ensemble[1]["reused_stage"] and not long[0]["reused_stage"]
+    text, plots = report([str(study_dir)])
+    assert "the ensemble of 2" in text and "the long run (2x epochs)" in text
+    verdict = text.split("verdict:")[1]
+    assert all(f"{a}:" in verdict for a in ("shape", "texture", "color")) and "set study.confirm_seeds" in verdict
+    assert (study_dir / "report" / "verdict.png") in plots

@@ -52,7 +52,7 @@ def _check_gather_with_unequal_sizes(rank: int) -> None:
 
 
 def _check_gathered_nt_xent(rank: int, sizes: list[int]) -> None:
-    """sum_r (n_r / N) * loss_r equals the full-batch loss, and so do the gradients (equal sizes: the mean)."""
+    """The workers' losses and gradients averaged (what DDP does) equal the full batch's, unequal sizes too."""
     total = sum(sizes)
     rows = _slice(rank, sizes)
     gen = torch.Generator().manual_seed(total)
@@ -65,11 +65,11 @@ def _check_gathered_nt_xent(rank: int, sizes: list[int]) -> None:
     z1 = z1_full.detach()[rows].clone().requires_grad_()
     z2 = z2_full.detach()[rows].clone().requires_grad_()
     local_loss = nt_xent_loss(z1, z2, 0.1, groups[rows], gather=True)
-    weighted = local_loss * sizes[rank] / total
-    weighted.backward()
-    combined = weighted.detach().clone()
+    (local_loss / WORLD).backward()  # DDP averages the workers' gradients
+    combined = local_loss.detach().clone()
     dist.all_reduce(combined)
-    torch.testing.assert_close(combined, expected.detach())
+    torch.testing.assert_close(combined / WORLD, expected.detach())
+    # the gather routes every rank's gradient to the rows it owns: this rank's rows get the full-batch gradient
     torch.testing.assert_close(z1.grad, z1_full.grad[rows])
     torch.testing.assert_close(z2.grad, z2_full.grad[rows])
     assert local_loss.item() != expected.item()  # the local loss really is over local anchors only
@@ -83,6 +83,28 @@ class _TinyEncoder(nn.Module):
     def forward(self, x):
         h = self.backbone(x)
         return h, self.projector(h)
+
+
+def _check_moco_ddp_gradient_is_the_full_batch_gradient(rank: int) -> None:
+    """Unequal local batches (3 + 2): DDP's averaged gradient equals one process's on all 5 images."""
+    sizes = [3, 2]
+    rows = _slice(rank, sizes)
+    gen = torch.Generator().manual_seed(2)
+    v1, v2 = torch.randn(5, 6, generator=gen), torch.randn(5, 6, generator=gen)
+    groups = torch.tensor([0, 1, 0, 1, 1])
+    prior = nn.functional.normalize(torch.randn(6, 4, generator=gen), dim=1)
+    prior_groups = torch.tensor([0, 1, 0, 1, 0, 1])
+    methods = []
+    for gather in (False, True):
+        torch.manual_seed(0)
+        methods.append(MoCo(_TinyEncoder(), temperature=0.2, gather=gather, queue_size=16))
+        methods[-1].enqueue(prior, prior_groups)
+    single, distributed = methods
+    single(v1, v2, groups)["loss"].backward()
+    model = nn.parallel.DistributedDataParallel(distributed)  # kept alive: its reducer averages in backward
+    model(v1[rows], v2[rows], groups[rows])["loss"].backward()
+    for a, b in zip(single.encoder.parameters(), distributed.encoder.parameters()):
+        torch.testing.assert_close(b.grad, a.grad)
 
 
 def _check_moco_in_ddp_enqueues_the_global_batch(rank: int) -> None:
@@ -103,11 +125,11 @@ def _check_moco_in_ddp_enqueues_the_global_batch(rank: int) -> None:
         optimizer.step()
         optimizer.zero_grad()
         model.module.after_step()
-        # rank order, and within a rank both views' keys: [k1 r0, k2 r0, k1 r1, k2 r1]
-        order = [(_slice(r, sizes), keys) for r in range(WORLD) for keys in (k1, k2)]
+        # rank order, one key (view 2's) per image: [k2 r0, k2 r1]
+        order = [(_slice(r, sizes), k2) for r in range(WORLD)]
         expected_keys = torch.cat([keys[s] for s, keys in order])
         expected_groups = torch.cat([groups[s] for s, _ in order])
-        slots = [(before + i) % 16 for i in range(10)]
+        slots = [(before + i) % 16 for i in range(5)]
         torch.testing.assert_close(method.queue[slots], nn.functional.normalize(expected_keys, dim=1))
         assert method.queue_groups[slots].tolist() == expected_groups.tolist()
     # both ranks hold the same weights and queue after the steps
@@ -127,6 +149,7 @@ def _worker(rank: int, port: int) -> None:
         _check_gathered_nt_xent(rank, [3, 3])
         _check_gathered_nt_xent(rank, [4, 3])
         _check_moco_in_ddp_enqueues_the_global_batch(rank)
+        _check_moco_ddp_gradient_is_the_full_batch_gradient(rank)
     finally:
         dist.destroy_process_group()
 

@@ -314,7 +314,7 @@ def test_moco_enqueue_wraps_around_and_keeps_the_latest_keys():
     assert method.queue_ptr.item() == 1
 
 
-def test_moco_forward_uses_the_queue_then_enqueues_both_views_keys():
+def test_moco_forward_uses_the_queue_then_enqueues_one_key_per_image():
     torch.manual_seed(1)
     method = MoCo(TinyEncoder(), temperature=0.2, momentum=0.9, queue_size=10)
     with torch.no_grad():  # make the key encoder differ from the query encoder
@@ -335,11 +335,10 @@ def test_moco_forward_uses_the_queue_then_enqueues_both_views_keys():
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
     assert all(p.grad is None for p in method.momentum_encoder.parameters())
-    assert method.queue_ptr.item() == (3 + 8) % 10
-    new_keys = torch.nn.functional.normalize(torch.cat([k1, k2]).detach(), dim=1)
-    slots = [(3 + i) % 10 for i in range(8)]
-    torch.testing.assert_close(method.queue[slots], new_keys)
-    assert method.queue_groups[slots].tolist() == torch.cat([groups, groups]).tolist()
+    assert method.queue_ptr.item() == 3 + 4  # one key per image: a queue of Q keys covers Q images
+    slots = [3 + i for i in range(4)]
+    torch.testing.assert_close(method.queue[slots], torch.nn.functional.normalize(k2.detach(), dim=1))
+    assert method.queue_groups[slots].tolist() == groups.tolist()
 
 
 def test_moco_eval_forward_does_not_enqueue_and_ungrouped_keys_get_label_zero():
@@ -347,7 +346,7 @@ def test_moco_eval_forward_does_not_enqueue_and_ungrouped_keys_get_label_zero():
     method(torch.randn(2, 6), torch.randn(2, 6))
     assert method.queue_ptr.item() == 0 and (method.queue_groups == -1).all()
     method.train()(torch.randn(2, 6), torch.randn(2, 6))
-    assert method.queue_groups.tolist() == [0, 0, 0, 0, -1, -1]
+    assert method.queue_groups.tolist() == [0, 0, -1, -1, -1, -1]
 
 
 def test_moco_rejects_bad_options_and_negative_groups():

@@ -127,7 +127,7 @@ def test_ranks_share_steps_and_get_near_equal_slices():
         assert {len(steps) for steps in rank_steps} == {len(plan)}
         for t, global_batch in enumerate(plan):
             local = [steps[t] for steps in rank_steps]
-            assert sum(local, []) == global_batch.tolist()  # rank r holds the r-th contiguous slice
+            assert [local[r] for r in range(world_size)] == [global_batch[r::world_size].tolist() for r in range(world_size)]
             lengths = [len(x) for x in local]
             assert max(lengths) - min(lengths) <= 1
             assert min(lengths) >= 2
@@ -164,10 +164,10 @@ def test_set_epoch_selects_the_epoch_plan():
     groups = np.random.default_rng(1).integers(0, 4, 100)
     sampler = GroupBatchSampler(groups, global_batch_size=10, rank=1, world_size=2, seed=3)
     first = list(sampler)
-    assert first == [np.array_split(b, 2)[1].tolist() for b in sampler.global_batches(0)]
+    assert first == [b[1::2].tolist() for b in sampler.global_batches(0)]
     sampler.set_epoch(3)
     third = list(sampler)
-    assert third == [np.array_split(b, 2)[1].tolist() for b in sampler.global_batches(3)]
+    assert third == [b[1::2].tolist() for b in sampler.global_batches(3)]
     assert third != first
     assert list(sampler) == third  # iterating again repeats the epoch until set_epoch is called
 
@@ -214,6 +214,7 @@ def test_small_groups_are_kept_not_dropped():
             "num_samples": 13, "num_groups": 3, "num_batches": 3, "pure_batches": 2, "mixed_batches": 1,
             "samples_in_mixed_batches": 5, "mixed_sample_fraction": 5 / 13,
             "min_global_batch_size": 4, "max_global_batch_size": 5,
+            "few_negatives_fraction": 1.0,  # batches of 4-5: at most 8 in-batch negatives per anchor
         }
 
 
@@ -294,3 +295,20 @@ def test_epoch_must_be_non_negative_integer():
         sampler.set_epoch(-1)
     with pytest.raises(ConfigError, match="epoch"):
         sampler.global_batches(1.5)  # type: ignore[arg-type]
+
+
+def test_each_rank_sees_every_group_of_a_mixed_batch_whatever_the_worker_count():
+    """Strided slices: with contiguous ones a rank of 4 would see about a quarter of a mixed batch's groups."""
+    groups = np.repeat(np.arange(8), 8)  # 8 groups of 8, global batch 64: one mixed batch holding all 8
+    for world in (1, 2, 4):
+        seen = [{int(groups[i]) for i in steps[0]} for steps in _rank_steps(groups, 64, world, epoch=0)]
+        assert all(s == set(range(8)) for s in seen), (world, seen)
+
+
+def test_plan_summary_counts_anchors_with_few_negatives():
+    groups = np.array([0] * 30 + [1] * 3 + [2] * 3)  # in one batch of 36: 30 anchors with 58 negatives, 6 with 4
+    sampler = GroupBatchSampler(groups, global_batch_size=36, shuffle=False)
+    assert plan_summary(sampler, 0)["few_negatives_fraction"] == 6 / 36
+    random_batches = GroupBatchSampler(None, num_samples=36, global_batch_size=36, shuffle=False)
+    assert plan_summary(random_batches, 0)["few_negatives_fraction"] == 0.0  # no groups: 70 negatives each
+    assert plan_summary(random_batches, 0, loss_groups=groups)["few_negatives_fraction"] == 6 / 36

@@ -86,10 +86,12 @@ def test_cifar10_resized_like_pil_bilinear(cifar10_root, files_only_integrity):
         assert diff.max() <= 1
 
 
-def test_cifar10_subsample_is_a_seeded_subset(cifar10_root, files_only_integrity):
+def test_cifar10_subsample_is_a_seeded_subset(cifar10_root, files_only_integrity, caplog):
     root, expected = cifar10_root
     all_images = expected["train"][0]
-    a = load_dataset("cifar10", "train", root=root, image_size=32, size=7, seed=1)
+    with caplog.at_level("WARNING", logger="mcl_ray"):
+        a = load_dataset("cifar10", "train", root=root, image_size=32, size=7, seed=1)
+    assert f"using a seeded subsample of 7 of its {len(all_images)} images" in caplog.text  # never silently cut
     b = load_dataset("cifar10", "train", root=root, image_size=32, size=7, seed=1)
     c = load_dataset("cifar10", "train", root=root, image_size=32, size=7, seed=2)
     assert len(a) == 7 and a.images.tobytes() == b.images.tobytes() and a.images.tobytes() != c.images.tobytes()
@@ -292,4 +294,4 @@ def test_unknown_split_lists_the_valid_ones(tmp_path):
 def test_attribute_names():
     assert attribute_names("trifeature") == ("shape", "texture", "color")
     assert attribute_names("cifar100") == ("label", "coarse_label")
-    assert set(dataset_names()) == {"trifeature", "cifar10", "cifar100", "stl10", "imagefolder"}
+    assert set(dataset_names()) == {"trifeature", "cifar10", "cifar100", "stl10", "imagefolder", "labeled"}

@@ -1,0 +1,49 @@
+"""The verdict of a study with control arms, from Tune result files written here (no Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mcl_ray.study.report import report
+from mcl_ray.study.verdict import arm_results, verdict
+
+
+def trial(directory: Path, name: str, seed: int | None, texture: float, shape: float, stages: int = 3) -> None:
+    d = directory / name
+    d.mkdir(parents=True)
+    params = {"mcl.stages": stages, **({"seed": seed} if seed is not None else {})}
+    (d / "params.json").write_text(json.dumps(params))
+    row = {"stage": 1, "trial_id": name, "arm_stages": stages,
+           "integrated/texture/linear": texture, "integrated/shape/linear": shape}
+    (d / "result.json").write_text(json.dumps(row) + "\n")
+
+
+def test_paired_seeds_give_mean_and_spread_and_small_differences_are_not_called(tmp_path):
+    study = tmp_path / "study"
+    trial(study, "trial_a", None, 0.50, 0.60)
+    trial(study, "trial_b", None, 0.40, 0.60)  # worse: not the best MCL trial
+    trial(study / "arms" / "ensemble", "trial_c", None, 0.45, 0.61)
+    trial(study / "arms" / "long", "trial_d", None, 0.30, 0.70, stages=3)
+    for seed, (mcl_t, ens_t, long_t) in {1: (0.55, 0.50, 0.30), 2: (0.57, 0.50, 0.31)}.items():
+        trial(study / "confirm" / "mcl", f"trial_m{seed}", seed, mcl_t, 0.600)
+        trial(study / "confirm" / "ensemble", f"trial_e{seed}", seed, ens_t, 0.601 + 0.002 * seed)
+        trial(study / "confirm" / "long", f"trial_l{seed}", seed, long_t, 0.58)
+    results = arm_results(study, "integrated/texture/linear", "max")
+    assert [r.label for r in results] == ["MCL (3 stages)", "the ensemble of 3", "the long run (3x epochs)"]
+    assert all(r.confirmed and len(r.runs) == 2 for r in results)
+    table, sentences = verdict(results, "linear")
+    # texture: best control is the ensemble (0.50 vs long 0.305); paired differences 5 and 7 points
+    assert sentences[1] == "texture: MCL +6.0 ± 1.4 points over the ensemble of 3 (2 seeds)"
+    # shape: MCL 0.600 vs ensemble 0.603 / 0.605: -0.4 points on average, inside CLEAR_POINTS
+    assert sentences[0].startswith("shape: no clear difference (MCL -0.4 ± 0.1 points vs the ensemble of 3")
+    assert "0.560±0.014" in table
+
+
+def test_without_confirmation_the_verdict_says_it_is_one_run(tmp_path):
+    study = tmp_path / "study"
+    trial(study, "trial_a", None, 0.50, 0.60)
+    trial(study / "arms" / "ensemble", "trial_c", None, 0.45, 0.61)
+    text, plots = report([str(study)], "integrated/texture/linear", "max")
+    assert "texture: MCL +5.0 points over the ensemble of 3 (1 run each, unconfirmed: set study.confirm_seeds)" in text
+    assert any(p.name == "verdict.png" for p in plots)
