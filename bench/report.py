@@ -134,8 +134,38 @@ def study(result: dict) -> str:
     )
 
 
+def _leaves(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def refactor_check() -> str | None:
+    """Seed 0 of the suppression benchmark with the code before and after the stage-plan refactor (issue 10)."""
+    before, after = (load(f"refactor_check/suppression_seed0_{w}_issue10") for w in ("before", "after"))
+    if before is None or after is None:
+        return None
+    keys = ("baseline_same_epochs", "baseline_equal_compute", "mcl_stage", "mcl_integrated", "ensemble_integrated",
+            "cluster_nmi")
+    a = dict(_leaves({k: before["per_seed"][0][k] for k in keys}))
+    b = dict(_leaves({k: after["per_seed"][0][k] for k in keys}))
+    same = sum(a[k] == b.get(k) for k in a)
+    curve = [h["loss"] for h in before["per_seed"][0]["baseline_equal_compute_curve"]]
+    same_curve = curve == [h["loss"] for h in after["per_seed"][0]["baseline_equal_compute_curve"]]
+    return (f"**Refactor check** (issue 10; `python -m bench.suppression --seeds 0` with the code before and after the "
+            f"stage-plan refactor, same machine): {same} of {len(a)} accuracies and NMIs identical, the long run's "
+            f"{len(curve)} epoch losses {'identical' if same_curve else 'different'}; "
+            f"{before['total_seconds']:.0f} s before, {after['total_seconds']:.0f} s after "
+            f"(`bench/results/refactor_check/`). {machine_line(after)}")
+
+
 def main() -> None:
-    parts = []
+    parts = [p for p in (refactor_check(),) if p]
     for name, render in (("suppression", suppression), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study)):
         result = load(name)

@@ -176,20 +176,28 @@ def test_concurrent_requests_for_one_stage_build_it_once(tmp_path):
     assert sorted(m for _, m in outcomes) == [False, False, True]
 
 
-def test_cli_trains_on_ray_by_default_with_relative_paths(tmp_path, data_root, capsys, monkeypatch):
+def test_cli_trains_on_ray_by_default_with_relative_paths_and_local_reuses_it(tmp_path, data_root, capsys, monkeypatch):
     # Ray Train workers do not run in the driver's directory: relative paths must still land here
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").symlink_to(data_root)
-    code = main(["train", "--quiet", *TINY, *ENGINE, "mcl.stages=1", "train.epochs=1", "data.root=data", "--output", "runs"])
-    assert code == 0
+    one_worker = [a for a in ENGINE if a != "train.workers=2"]  # --local runs one process
+    args = [*TINY, *one_worker, "mcl.stages=1", "train.epochs=1", "data.root=data"]
+    assert main(["train", "--quiet", *args, "--output", "runs"]) == 0
     out = capsys.readouterr().out
     assert "integrated" in out
     assert list((tmp_path / "runs" / "stages").glob("*/_COMPLETE.json"))
-    assert (tmp_path / "runs" / "mcl" / "stage_1" / "metrics.json").exists()
+    on_ray = json.loads((tmp_path / "runs" / "mcl" / "stage_1" / "metrics.json").read_text())
+    assert on_ray["reused"]["stage"] is False
+    # the same experiment with --local trains nothing: it finds the stage the Ray run stored
+    assert main(["train", "--quiet", "--local", *args, "name=local-after-ray", "--output", "runs"]) == 0
+    local = json.loads((tmp_path / "runs" / "local-after-ray" / "stage_1" / "metrics.json").read_text())
+    assert local["reused"]["stage"] is True and local["keys"]["stage"] == on_ray["keys"]["stage"]
+    assert local["integrated_eval"] == on_ray["integrated_eval"]
 
 
-def test_local_and_ray_runs_reuse_each_others_stages(tmp_path, data_root):
-    """One stage plan, two executors, one layout: whichever ran first, the other trains nothing."""
+def test_a_ray_run_reuses_the_stages_and_clustering_of_a_local_run(tmp_path, data_root):
+    """One stage plan, two executors, one layout: a Ray run after a local one trains nothing (the reverse is
+    checked by the CLI test above, on a stage the Ray run trained)."""
     cfg = tiny_config(tmp_path, data_root, "eval.online_knn_every=0", "name=local-first")
     local = run_local(cfg, progress=False, tensorboard=False)
     on_ray = run_mcl(cfg.model_copy(update={"name": "ray-second"}), progress=False, tensorboard=False)
@@ -197,9 +205,3 @@ def test_local_and_ray_runs_reuse_each_others_stages(tmp_path, data_root):
     assert [s.reused for s in on_ray.stages] == [{"stage": True, "clusters": True}, {"stage": True, "clusters": None}]
     assert [s.keys for s in on_ray.stages] == [s.keys for s in local.stages]
     assert [s.integrated_eval for s in on_ray.stages] == [s.integrated_eval for s in local.stages]
-
-    other = tiny_config(tmp_path, data_root, "eval.online_knn_every=0", "seed=1", "mcl.stages=1", "name=ray-first")
-    first = run_mcl(other, progress=False, tensorboard=False)
-    second = run_local(other.model_copy(update={"name": "local-second"}), progress=False, tensorboard=False)
-    assert first.stages[0].reused["stage"] is False and second.stages[0].reused["stage"] is True
-    assert second.stages[0].keys == first.stages[0].keys

@@ -58,10 +58,12 @@ def loaded_after(code: str) -> set[str]:
 
 @pytest.mark.slow
 def test_the_config_and_the_name_checks_load_without_torch(tmp_path, monkeypatch):
+    from mcl_ray.models.timm_names import timm_names
+
     monkeypatch.setenv("MCL_RAY_CACHE", str(tmp_path))
-    # the first check lists timm's names once (importing timm) and caches them per timm version
+    timm_names.cache_clear()  # the first lookup lists timm's names once (importing timm) and caches them per version
+    assert "resnet18" in timm_names()["models"] and list(tmp_path.glob("timm-*-names.json"))
     warm = "from mcl_ray.plan.from_config import load_config\nload_config(overrides=['model.backbone=resnet18'])"
-    assert "timm" in loaded_after(warm) and list(tmp_path.glob("timm-*-names.json"))
     config_only = loaded_after("import mcl_ray.config\nmcl_ray.config.load_config(overrides=['mcl.stages=2'])")
     checked = loaded_after(f"{warm}\nfrom mcl_ray.plan.from_config import stage_specs\nstage_specs(load_config())")
     for modules in (config_only, checked):
