@@ -126,11 +126,19 @@ def study(result: dict) -> str:
         for t in result["trials"]
     ]
     backbone = result["settings"]["experiment"]["model"]["backbone"]
+    verdict = result.get("verdict")
+    notes = []
+    if verdict:
+        arms = ", ".join(result["settings"].get("arms", []))
+        notes.append(f"Verdict against the controls (arms {arms}; each arm's winner rerun with "
+                     f"{result['settings'].get('confirm_seeds', 0)} fresh seeds):\n\n"
+                     + "\n".join(f"* {s}" for s in verdict["sentences"]))
     return section(
-        f"**Local study `{result['command']}`** ({result['wall_s'] / 60:.1f} min, {len(rows)} trials, "
+        f"**Local study `{result['command']}`** ({result['wall_s'] / 60:.1f} min, {len(rows)} MCL trials, "
         f"{result['settings']['scheduler']} scheduler, {backbone}; metric {result['metric']}; stage 1 of each trial "
         "is the 1-stage contrastive baseline with the same settings):",
         ["trial", "stages planned", "K", "temperature", "lr", "stages run", "stage 1", "final", "gain (points)"], rows, result,
+        *notes,
     )
 
 
