@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from bench.common import RESULTS_DIR
 
@@ -142,6 +141,31 @@ def study(result: dict) -> str:
     )
 
 
+def randbit(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"**Suppression under a competing shortcut (RandBit) and the sampling policy** (`python -m bench.randbit`; "
+        f"{s['backbone']}, {s['image_size']} px, {s['train_size']} train / {s['test_size']} test images, "
+        f"{s['stages']} stages x {s['epochs']} epochs, K={s['clusters']}, seeds {s['seeds']}, "
+        f"{result['total_seconds'] / 60:.1f} min in all). Every arm starts from the same stage 1; held-out "
+        "linear-probe accuracy, mean ± std over seeds:",
+    ]
+    for bits, summary in result["summary_mean_std"].items():
+        cols = [c for c in next(iter(summary.values())) if c.endswith("/linear")]
+        rows = [[name] + [f"{summary[name][c][0]:.3f} ± {summary[name][c][1]:.3f}" for c in cols] for name in summary]
+        title = "plain Trifeature" if bits == "0" else f"{bits} random bits (RandBit)"
+        lines += ["", f"*{title}*", "", md_table(["representation"] + [c.split("/")[0] for c in cols], rows), ""]
+        for metric, v in result["verdict"][bits].items():
+            parts = []
+            for policy, pv in v["policies"].items():
+                diffs = ", ".join(f"{a} {d[0]:+.1f} ± {d[1]:.1f}" for a, d in pv["points_vs_best_control"].items())
+                parts.append(f"{policy}: {diffs} ({'meets' if pv['target_met'] else 'misses'} the target)")
+            lines.append(f"- {metric}: suppressed attribute **{v['suppressed_attribute']}**; integrated MCL minus the "
+                         f"better control, points: " + "; ".join(parts))
+    lines += ["", f"![randbit plot](bench/results/{result['plot']})", "", machine_line(result)]
+    return "\n".join(lines)
+
+
 def _leaves(value, path=""):
     if isinstance(value, dict):
         for k, v in value.items():
@@ -174,7 +198,7 @@ def refactor_check() -> str | None:
 
 def main() -> None:
     parts = [p for p in (refactor_check(),) if p]
-    for name, render in (("suppression", suppression), ("clustering", clustering), ("augment", augment),
+    for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study)):
         result = load(name)
         if result is not None:

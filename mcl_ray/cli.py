@@ -8,11 +8,16 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from mcl_ray.errors import MCLError
+from mcl_ray.errors import ConfigError, MCLError
 
 
 def builtin_config(name: str) -> Path:
     return Path(str(resources.files("mcl_ray") / "configs" / f"{name}.yaml"))
+
+
+def bundled_configs() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("mcl_ray").joinpath("configs").iterdir()
+                  if p.name.endswith(".yaml"))
 
 
 def resolve_config_path(value: str | None) -> Path | None:
@@ -23,12 +28,17 @@ def resolve_config_path(value: str | None) -> Path | None:
     if path.exists() or path.suffix in (".yaml", ".yml"):
         return path
     candidate = builtin_config(value)
-    return candidate if candidate.exists() else path
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"--config: {value!r} is neither a file nor a bundled config; bundled: {', '.join(bundled_configs())}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mcl_ray import __version__
+
     parser = argparse.ArgumentParser(prog="mcl-ray", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"mcl-ray {__version__}")
+    sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="run a whole MCL experiment and print a per-stage table")
     train.add_argument("--config", help="YAML file or bundled config name (default: built-in defaults)")
     train.add_argument("--output", help="output directory (overrides output_dir)")
@@ -49,8 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted_message(cfg, argv: list[str]) -> str:
+    """What Ctrl-C left behind and the exact command that carries on from there."""
+    import shlex
+
+    from mcl_ray.config.loader import with_absolute_paths
+    from mcl_ray.plan.sequence import storage_root
+    from mcl_ray.store import ArtifactStore
+
+    cfg = with_absolute_paths(cfg)
+    store = ArtifactStore(storage_root(cfg))
+    done = [k for k in range(1, cfg.mcl.stages + 1) if store.run(cfg.name, f"stage_{k}").is_complete()]
+    finished = f"stages {', '.join(map(str, done))} of {cfg.mcl.stages} are finished" if done else "no stage had finished"
+    return (f"\ninterrupted: {finished} ({store.uri(cfg.name)}); finished stages are reused and a Ray run resumes its "
+            f"stage from the last epoch checkpoint. Resume with:\n  mcl-ray {shlex.join(argv)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `mcl-ray` alone: what it can do
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mcl_ray").setLevel(logging.INFO)
     from mcl_ray.plan.from_config import load_config
@@ -74,20 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             import yaml
 
-            from mcl_ray.plan.from_config import resolved_dump
+            from mcl_ray.plan.from_config import check_data_sizes, data_sizes, resolved_dump
 
             print(yaml.safe_dump(resolved_dump(cfg), sort_keys=False), end="")
+            sizes = data_sizes(cfg)
+            print("# images: " + "; ".join(
+                f"{name} ({s['split']}): {s['used'] if s['used'] is not None else '?'} ({s['note']})" for name, s in sizes.items()
+            ))
+            check_data_sizes(cfg, sizes)
             return 0
         from mcl_ray.plan.results import results_table
 
-        if args.local:
-            from mcl_ray.plan.local import run_local
+        try:
+            if args.local:
+                from mcl_ray.plan.local import run_local
 
-            result = run_local(cfg, progress=not args.quiet)
-        else:
-            from mcl_ray.engine import run_mcl
+                result = run_local(cfg, progress=not args.quiet)
+            else:
+                from mcl_ray.engine import run_mcl
 
-            result = run_mcl(cfg, address=args.address, progress=not args.quiet)
+                result = run_mcl(cfg, address=args.address, progress=not args.quiet)
+        except KeyboardInterrupt:
+            print(interrupted_message(cfg, sys.argv[1:] if argv is None else argv), file=sys.stderr)
+            return 130
         print(results_table(result))
         print(f"results: {result.run_dir}")
         return 0

@@ -13,5 +13,9 @@ class DataError(MCLError, ValueError):
     """A data set is missing, empty, corrupt or inconsistent."""
 
 
+class ArtifactError(MCLError, RuntimeError):
+    """A stored artifact is missing, unreadable, or does not match the checksum recorded when it was written."""
+
+
 class TrainingError(MCLError, RuntimeError):
     """Training diverged (NaN/inf loss) or could not proceed."""

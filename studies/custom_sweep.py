@@ -49,5 +49,6 @@ tuner = tune.Tuner(
 results = tuner.fit()
 best = results.get_best_result()
 print("best:", {k: best.config[k] for k in ("mcl.stages", "mcl.clusters")}, best.metrics["integrated/texture/linear"])
-print(f"compare: tensorboard --logdir {results.experiment_path}    report: mcl-ray report {results.experiment_path}")
+print(f"compare: tensorboard --logdir {results.experiment_path}    report: mcl-ray report {results.experiment_path} "
+      "--metric integrated/texture/linear")
 ray.shutdown()

@@ -9,6 +9,7 @@ against the registries, which is what the CLI, the studies and the README use.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -54,18 +55,39 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first {seen[key]}, again {key_node.start_mark}); "
+                    "the first would be silently ignored", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: cannot read it: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path}: invalid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
@@ -94,6 +116,10 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] = Experi
             lines.append(f"{field}: unknown key (allowed in {where}: {', '.join(known)}){hint}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            named = re.match(r"(\w+): (.*)", msg, re.S)  # a model-level check naming one of its fields
+            model = _model_at(loc, root)
+            if named and model is not None and named.group(1) in model.model_fields:
+                field, msg = ".".join(loc + (named.group(1),)), named.group(2)
             got = err.get("input")
             shown = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
             lines.append(f"{field}: {msg}{shown}")

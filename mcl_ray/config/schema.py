@@ -8,14 +8,61 @@ are checked against their registries by `mcl_ray.plan.from_config`, which turns 
 
 from __future__ import annotations
 
+import re
+import typing
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors; assignments are re-validated."""
+RESERVED_NAMES = ("stages", "clusters", "claims", "checkpoints", "ray_train")  # shared folders under the storage root
+_NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,=+@-]*")
+
+
+def safe_name(value: str, *, nested: bool = True) -> str:
+    """A name that becomes a folder under the storage root: path components of letters, digits and `_.,=+@-`
+    (nested: separated by '/'), never empty, absolute, '.' or '..', so no name can write outside its root."""
+    parts = value.split("/") if nested else [value]
+    if not value or not all(_NAME_PART.fullmatch(p) for p in parts):
+        allowed = "letters, digits and _ . , = + @ -" + (", parts separated by /" if nested else "")
+        raise ValueError(f"{value!r} is not a safe folder name ({allowed}; not empty, no '..', not absolute)")
+    if parts[0] in RESERVED_NAMES:
+        raise ValueError(f"{value!r} starts with {parts[0]!r}, a folder the storage keeps for itself "
+                         f"({', '.join(RESERVED_NAMES)}); choose another name")
+    return value
+
+
+def _scalar_types(annotation) -> set:
+    """The plain types a field accepts directly (through Union / Optional, not inside lists)."""
+    if typing.get_origin(annotation) is Union:
+        return set().union(*(_scalar_types(a) for a in typing.get_args(annotation)))
+    return {annotation} if isinstance(annotation, type) else set()
+
+
+class Numbers(BaseModel):
+    """Numbers are not booleans (pydantic would read `epochs: true` as 1) and integer fields take no floats
+    (`train_size: 1000000000.0` is refused rather than truncated)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data):
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None or not isinstance(value, (bool, float)):
+                continue
+            types = _scalar_types(field.annotation)
+            if isinstance(value, bool) and bool not in types and types & {int, float}:
+                raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+            if isinstance(value, float) and int in types and float not in types:
+                raise ValueError(f"{name}: expected an integer, got {value!r}")
+        return data
+
+
+class Strict(Numbers):
+    """Unknown keys are errors; assignments are re-validated; numbers are numbers (see Numbers)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -32,6 +79,9 @@ class DataConfig(Strict):
     cache_dir: Union[str, None] = None
     labels: Union[str, None] = Field(
         None, description="labeled: the table (CSV or Parquet) listing path, optional split, and one column per attribute"
+    )
+    bits: Union[int, None] = Field(
+        None, ge=1, le=16, description="randbit: random bits drawn into every image's bottom rows (default 8)"
     )
 
 
@@ -69,7 +119,7 @@ class RegularizerConfig(BaseModel):
     name: str
 
 
-class ObjectiveConfig(BaseModel):
+class ObjectiveConfig(Numbers):
     """The shared objective fields; a method's own options (MoCo's momentum, ...) sit beside them and are
     checked against the method's declaration (mcl_ray/objectives/methods/<name>.py)."""
 
@@ -187,7 +237,7 @@ class RayConfig(Strict):
     storage: Union[str, None] = Field(None, description="local path or pyarrow URI (s3://...); default: output_dir")
     reuse_stages: bool = Field(True, description="reuse finished stages whose key matches (across runs and trials)")
     checkpoints_to_keep: int = Field(2, ge=1)
-    checkpoint_every: int = Field(1, ge=1, description="epochs between Ray Train checkpoints (the last epoch always)")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between epoch checkpoints (Ray Train's, and --local's)")
 
 
 class ExperimentConfig(Strict):
@@ -202,6 +252,11 @@ class ExperimentConfig(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return safe_name(v)
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ExperimentConfig":

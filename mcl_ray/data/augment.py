@@ -256,12 +256,15 @@ class BatchAugment(nn.Module):
 
     Runs on whatever device the input is on (call ``.to(device)`` so kornia's generators follow); every sample
     draws its own crop, flip, jitter, grayscale and blur. Call it twice on the same batch for two views.
+    `fixed_rows`: the input's bottom rows are copied into every view unaugmented (a data set's content-free
+    code, e.g. RandBit's bits, which both views must share exactly).
     """
 
-    def __init__(self, spec: AugmentSpec) -> None:
+    def __init__(self, spec: AugmentSpec, fixed_rows: int = 0) -> None:
         super().__init__()
         validate_spec(spec)
         self.spec = spec
+        self.fixed_rows = int(fixed_rows)
         mean, std = _channel_stats(spec)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
@@ -292,6 +295,12 @@ class BatchAugment(nn.Module):
             x = self.grayscale(x)
         if self.blur is not None:
             x = self.blur(x)
+        if self.fixed_rows:
+            code = to_float_chw(images)[:, :, height - self.fixed_rows:, :]
+            if code.shape[-1] != spec.crop_size:
+                code = F.interpolate(code, size=(self.fixed_rows, spec.crop_size), mode="nearest")
+            x = x.float().clone()
+            x[:, :, spec.crop_size - self.fixed_rows:, :] = code
         mean, std = self.mean.to(x.device), self.std.to(x.device)  # no-op once the module is on x's device
         return x.float().sub_(mean).div_(std).contiguous()
 

@@ -20,6 +20,7 @@ class ImageSet:
     images: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = "images"
+    fixed_rows: int = 0  # bottom rows every augmented view keeps as they are (a content-free code: RandBit's bits)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:

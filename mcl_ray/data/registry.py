@@ -23,6 +23,18 @@ class DataSource:
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     attributes: ClassVar[tuple[str, ...]] = ("label",)
     labels_file: ClassVar[bool] = False  # True: images and labels come from a table named by data.labels
+    generated: ClassVar[bool] = False  # True: data.train_size / test_size is the number of images generated
+    options: ClassVar[tuple[str, ...]] = ()  # data.* fields only this source reads (passed to load when set)
+
+    def files(self, split: str, *, root: Path, seed: int, labels: str | None = None) -> list[str] | None:
+        """The image files a split reads, for data read from the user's files (their manifest goes into stage
+        keys); None for generated or downloaded sets, whose content the data settings already fix."""
+        return None
+
+    def count(self, split: str, *, root: Path, seed: int, labels: str | None = None) -> int | None:
+        """Images the split holds, when known cheaply (no decoding, no download; no torch); None otherwise.
+        `mcl-ray validate` reports it, and checks that need the size (clusters vs images) use it."""
+        return None
 
     def load(self, split: str, *, root: Path, image_size: int, download: bool, size: int | None, seed: int,
              cache_dir: str | Path | None) -> "ImageSet":
@@ -59,6 +71,7 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     labels: str | Path | None = None,
+    **options,
 ) -> "ImageSet":
     """Load one split as an ImageSet of uint8 images (image_size^2) with integer label attributes.
 
@@ -71,6 +84,10 @@ def load_dataset(
     if bool(labels) != source.labels_file:
         raise DataError(f"{name}: data.labels " + ("is required (the table listing the images and their labels)"
                                                    if source.labels_file else "is only used by data.name: labeled"))
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in source.options)
+    if unknown:
+        raise DataError(f"{name}: data.{unknown[0]} is not used by this data set")
     extra = {"labels": labels} if labels else {}
+    extra.update({k: v for k, v in options.items() if v is not None})
     return source.load(split, root=Path(root).expanduser(), image_size=image_size, download=download, size=size,
                        seed=seed, cache_dir=cache_dir, **extra)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -18,14 +17,19 @@ class DataSpec:
     download: bool = False
     cache_dir: str | None = None
     labels: str | None = None  # the labels table of file-listed data sets
+    bits: int | None = None  # randbit: the competing feature's number of bits
 
     def identity(self) -> dict:
-        """What the images depend on (where they are cached and whether to download do not change them)."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root", "labels")}
-        if self.name in ("imagefolder", "labeled"):  # the files are the data
-            out["root"] = str(Path(self.root).expanduser().resolve())
-        if self.labels:  # the table's contents: its path, size and modification time
-            path = Path(self.labels).expanduser().resolve()
-            stat = path.stat() if path.exists() else None
-            out["labels"] = [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+        """What the images depend on (where they are cached and whether to download do not change them). Data
+        read from the user's files is identified by a manifest of those files (data/manifest.py), not by the
+        folder's path: replaced images make new stage keys, a moved folder keeps them."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root", "labels", "bits")}
+        if self.bits is not None:
+            out["bits"] = self.bits
+        from mcl_ray.data.manifest import data_manifest
+
+        splits = tuple(dict.fromkeys((self.pretrain_split, "train", "test")))
+        manifest = data_manifest(self.name, self.root, splits, self.seed, self.labels)
+        if manifest is not None:  # data read from the user's files
+            out["files"] = manifest["digest"]
         return out

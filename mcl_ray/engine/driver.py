@@ -24,7 +24,8 @@ from mcl_ray.engine.stage_job import remove_train_checkpoints, run_stage_job
 from mcl_ray.plan.from_config import data_spec
 from mcl_ray.plan.hooks import RunHooks
 from mcl_ray.plan.results import ExperimentResult, StageRecord
-from mcl_ray.plan.sequence import StageJob, collect, run_stages
+from mcl_ray.plan.claims import storage_claim
+from mcl_ray.plan.sequence import StageJob, check_run_name, collect, run_stages, storage_root
 from mcl_ray.store.artifacts import ArtifactStore
 
 log = logging.getLogger("mcl_ray")
@@ -36,6 +37,7 @@ class RayExecutor:
     def __init__(self, cfg, resources: StageResources, data: ExperimentData, curves_dir: str | Path | None = None):
         self.resources = resources
         self.curves_dir = curves_dir
+        self.claims_dir = ArtifactStore(storage_root(cfg)).local_path("claims")
         self.job_settings = {"max_failures": cfg.ray.max_failures, "checkpoints_to_keep": cfg.ray.checkpoints_to_keep,
                              "checkpoint_every": cfg.ray.checkpoint_every}
         self.attributes = {k: np.asarray(v) for k, v in data.pretrain.attributes.items()} or None
@@ -44,6 +46,9 @@ class RayExecutor:
         ).remote(threads=max(1, int(resources.clustering_cpus)), use_gpu=resources.clustering_gpus > 0)
 
     def claim(self, key: str, done: Callable[[], bool], label: str):
+        """A claim file on local storage (serialises runs even on separate Ray instances), else the lease actor."""
+        if self.claims_dir is not None:
+            return storage_claim(self.claims_dir, key, done, label=label)
         return stage_lease(key, done, label=label)
 
     def build(self, job: StageJob, data: ExperimentData) -> dict[str, Any]:
@@ -72,6 +77,7 @@ def iter_stages(
     same config, so what is evaluated here is what was trained there.
     """
     cfg = with_absolute_paths(cfg)
+    check_run_name(cfg)  # before the data loads
     yield from _stages_on_ray(cfg, load_experiment_data(data_spec(cfg)), progress, hooks, curves_dir)
 
 

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
@@ -76,7 +77,7 @@ def local_cpus_needed(cfg: ExperimentConfig, trials: int = 1, trial_cpus: float 
     return max(os.cpu_count() or 1, math.ceil(per_run * trials))
 
 
-def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+def ensure_ray(address: str | None, *, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
     """Join `address`, else a cluster running on this machine, else start a local instance (returns True then).
 
     Ray resources are logical: on a small machine we declare at least what one run needs, so the Train
@@ -96,8 +97,22 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     # One machine has no spot preemption to watch for; without the watcher a Train run keeps one process fewer
     # beside its workers, and its start no longer logs an error line (ray-project/ray#53727).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    ray.init(num_cpus=num_cpus, log_to_driver=True)
+    ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver)
+    make_private(Path.home() / ".ray" / "auth_token")
     return True
+
+
+def make_private(path: Path) -> bool:
+    """Ray 2.59+ writes the local instance's auth token readable by every user (0644); anyone holding it can
+    submit jobs that run as this user, so it is made owner-only (0600). True when the mode was changed."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(0o600)
+            return True
+    except OSError:  # no token (auth disabled), or not ours to change
+        pass
+    return False
 
 
 def cluster_gpus() -> float:

@@ -31,7 +31,7 @@ from mcl_ray.mcl.clustering import assign
 from mcl_ray.models.encoder import build_encoder
 from mcl_ray.plan.artifacts import kmeans_sample, publish_stage
 from mcl_ray.plan.hooks import step_recorder
-from mcl_ray.store.artifacts import ArtifactStore
+from mcl_ray.store.artifacts import ArtifactStore, load_tensors
 from mcl_ray.train.embed import embed_images
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
@@ -69,7 +69,7 @@ def _resume_state() -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_tensors(Path(d) / STATE_FILE, f"epoch checkpoint {checkpoint.path}/{STATE_FILE}")
 
 
 def _reporter(rank: int, fault: dict[str, Any] | None, every: int, epochs: int):
@@ -184,5 +184,9 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
         if job["cluster_key"] and not store.clusters(job["cluster_key"]).is_complete():
             out["cluster"] = _cluster(job, spec, encoder, data, device, rank, world)
         return out
-    except MCLError as exc:
+    except MCLError as exc:  # NaN loss, bad data, a damaged or unwritable artifact (disk full): a restart repeats it
         return {"error": f"{type(exc).__name__}: {exc}"}
+    except ray.exceptions.RayActorError as exc:  # the clustering actor lives outside the worker group: a restart
+        # of the workers cannot bring it back, so say so at once instead of retrying max_failures times
+        return {"error": f"stage {stage + 1}: the clustering actor died ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                         "rerun the experiment: the trained stage is kept and only the clustering is redone"}

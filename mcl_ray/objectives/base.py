@@ -3,12 +3,14 @@
 A method owns the encoder, builds its own inputs from a batch (`prepare`: two augmented views by default;
 several views or an image and its caption for other methods) and computes its loss in forward(), so the
 trainer can wrap it in DistributedDataParallel and stay ignorant of the objective. forward() returns named
-outputs: 'loss' and what regularisers may use ('projections', one [B, D] tensor per view). Anything that must
+outputs: 'loss' and what regularisers may use ('projections', one [B, D] tensor per view; 'logits', the
+`Logits` of each loss term it averages). Anything that must
 happen after the optimizer step (a momentum-encoder update) goes in after_step().
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -40,11 +42,31 @@ class ContrastiveMethod(nn.Module):
         """{'loss': scalar, ...} for the prepared inputs; `groups` [B] restricts negatives (MCL)."""
         raise NotImplementedError
 
+    def set_stage_groups(self, group_ids) -> None:
+        """Called once before training with the stage's sorted group ids (None in stage 1); a method that keeps
+        state per group (MoCo's per-group queues) sizes it here. No-op by default."""
+
     def after_step(self) -> None:
         """Called after optimizer.step(); no-op unless the method keeps a momentum encoder."""
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather={self.gather}"
+
+
+@dataclass
+class Logits:
+    """One contrastive loss's logits, for logits-level regularisers (IFM): `logits` [A, N] already divided by the
+    temperature, excluded entries -inf; anchor a's positive at column `positive[a]`; `reduce` turns per-anchor
+    losses [A] into the method's scalar exactly as its own loss does (mean, or the gathered-batch scaling)."""
+
+    logits: Tensor
+    positive: Tensor
+    temperature: float
+    reduce: Callable[[Tensor], Tensor]
+
+    def loss(self) -> Tensor:
+        rows = torch.arange(self.logits.shape[0], device=self.logits.device)
+        return self.reduce(torch.logsumexp(self.logits, dim=1) - self.logits[rows, self.positive])
 
 
 def check_groups(groups: Tensor | None, rows: int, argument: str = "groups") -> None:

@@ -4,6 +4,13 @@ Negatives come from a queue of keys produced by a slowly moving (EMA) copy of th
 keeps the group label of its sample, so under MCL an anchor only contrasts with queued keys of its own
 group; slots not yet written carry group -1 and are never negatives.
 
+Per-group queues (MCL stages): MCL's batches come one group at a time, so a single shared queue of Q keys
+holds only the last Q / B batches' groups, and the mask removes all of them for an anchor of any other group
+(simulated: 36% of anchors in a 10-group stage, 83% in a 100-group one, had no valid negative at all). With
+`per_group_queue` the queue is split evenly among the stage's groups, each group a ring of Q // G slots that
+only its own keys overwrite, so once a group has been seen its anchors always have up to Q // G same-group
+negatives. Stage 1 (one group) is plain MoCo either way.
+
 Choice: the loss is symmetric (q1 against k2 and q2 against k1, averaged, as in MoCo v3 / solo-learn's
 MoCo v2+). One key per image goes into the queue (view 2's, as in MoCo's original asymmetric loss), so a
 queue of Q keys covers Q images rather than Q / 2. No shuffle-BN (as in solo-learn).
@@ -19,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mcl_ray.errors import ConfigError, DataError
-from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
+from mcl_ray.objectives.base import ContrastiveMethod, Logits, check_groups, check_temperature
 from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, is_distributed
 
 
@@ -31,7 +38,20 @@ def moco_infonce_loss(
     groups: Tensor | None = None,
     queue_groups: Tensor | None = None,
 ) -> Tensor:
-    """Mean InfoNCE of queries q [B, D] with positives k [B, D] (both L2-normalised here, k detached) and
+    """The loss of `moco_logits` (see there)."""
+    return moco_logits(q, k, queue, temperature, groups, queue_groups).loss()
+
+
+def moco_logits(
+    q: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    temperature: float,
+    groups: Tensor | None = None,
+    queue_groups: Tensor | None = None,
+    scale: float = 1.0,
+) -> Logits:
+    """Mean InfoNCE (times `scale`) of queries q [B, D] with positives k [B, D] (both L2-normalised here, k detached) and
     negatives queue [Q, D] (already normalised): logits [q.k, q.queue^T] / T with the positive at index 0.
 
     queue_groups [Q]: label of each queued key, -1 for unfilled slots (always masked). With `groups` [B],
@@ -57,7 +77,8 @@ def moco_infonce_loss(
             valid = valid & (groups[:, None] == queue_groups[None, :])
         negatives = negatives.masked_fill(~valid, float("-inf"))
     logits = torch.cat([positives, negatives], dim=1)
-    return (torch.logsumexp(logits, dim=1) - positives[:, 0]).mean()
+    reduce = (lambda losses: losses.mean()) if scale == 1.0 else (lambda losses: losses.mean() * scale)
+    return Logits(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), temperature, reduce)
 
 
 class MoCo(ContrastiveMethod):
@@ -77,6 +98,7 @@ class MoCo(ContrastiveMethod):
         momentum: float = 0.99,
         queue_size: int = 4096,
         proj_dim: int | None = None,
+        per_group_queue: bool = True,
     ) -> None:
         super().__init__(encoder, temperature=temperature, gather=gather)
         if not 0.0 <= momentum < 1.0:
@@ -91,10 +113,34 @@ class MoCo(ContrastiveMethod):
             )
         self.momentum = float(momentum)
         self.queue_size = int(queue_size)
+        self.per_group_queue = bool(per_group_queue)
         self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.register_buffer("queue", torch.zeros(queue_size, dim))
         self.register_buffer("queue_groups", torch.full((queue_size,), -1, dtype=torch.int64))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
+        # One ring per group: segment g is slots [g * S, (g + 1) * S) with its own write pointer; the stage's
+        # sorted group ids map a key's group to its segment. One segment (stage 1, or per_group_queue off) is
+        # the ordinary shared queue.
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.int64))
+        self.register_buffer("segment_ids", torch.zeros(0, dtype=torch.int64))
+
+    def set_stage_groups(self, group_ids) -> None:
+        """Size the per-group rings for this stage's groups (sorted unique ids; None: stage 1, one ring)."""
+        if not self.per_group_queue or group_ids is None or len(group_ids) <= 1:
+            return
+        ids = torch.as_tensor(group_ids, dtype=torch.int64).unique()
+        if self.queue_size < len(ids):
+            raise ConfigError(
+                f"objective.queue_size: {self.queue_size} is smaller than the stage's {len(ids)} groups; a per-group "
+                f"queue needs at least one slot per group (raise queue_size or set objective.per_group_queue: false)"
+            )
+        device = self.queue.device
+        self.segment_ids = ids.to(device)
+        self.queue_ptr = torch.zeros(len(ids), dtype=torch.int64, device=device)
+        self.queue_groups.fill_(-1)
+
+    @property
+    def segment_size(self) -> int:
+        return self.queue_size // max(len(self.segment_ids), 1)
 
     def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         check_groups(groups, view1.shape[0])
@@ -107,14 +153,13 @@ class MoCo(ContrastiveMethod):
             _, k2 = self.momentum_encoder(view2)
         # Clones: the enqueue below writes the buffers in place, but backward still needs this step's queue.
         queue, queue_groups = self.queue.clone(), self.queue_groups.clone()
-        loss = 0.5 * (
-            moco_infonce_loss(q1, k2, queue, self.temperature, groups, queue_groups)
-            + moco_infonce_loss(q2, k1, queue, self.temperature, groups, queue_groups)
-        )
-        sizes = None
+        sizes, scale = None, 1.0
         if self.gather and is_distributed():  # DDP averages the workers: weight each by its share of the batch
             sizes = gather_sizes(view1.shape[0], view1.device)
-            loss = loss * (view1.shape[0] * len(sizes) / sum(sizes))
+            scale = view1.shape[0] * len(sizes) / sum(sizes)
+        logits = (moco_logits(q1, k2, queue, self.temperature, groups, queue_groups, scale),
+                  moco_logits(q2, k1, queue, self.temperature, groups, queue_groups, scale))
+        loss = 0.5 * (logits[0].loss() + logits[1].loss())
         if self.training:
             keys = F.normalize(k2.float(), dim=1)
             if groups is None:
@@ -124,19 +169,36 @@ class MoCo(ContrastiveMethod):
             if sizes is not None:
                 keys, key_groups = gather_no_grad(keys, sizes), gather_no_grad(key_groups, sizes)
             self.enqueue(keys, key_groups)
-        return {"loss": loss, "projections": (q1, q2)}
+        return {"loss": loss, "projections": (q1, q2), "logits": logits}
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, key_groups: Tensor) -> None:
-        """Write keys [N, D] (normalised) and their groups [N] at the pointer, wrapping around; when N
-        exceeds the queue, the last queue_size keys are kept."""
-        if keys.shape[0] >= self.queue_size:
-            keys, key_groups = keys[-self.queue_size :], key_groups[-self.queue_size :]
-        n = keys.shape[0]
-        slots = (self.queue_ptr + torch.arange(n, device=self.queue.device)) % self.queue_size
-        self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))
-        self.queue_groups.index_copy_(0, slots, key_groups.to(torch.int64))
-        self.queue_ptr.copy_((self.queue_ptr + n) % self.queue_size)
+        """Write keys [N, D] (normalised) and their groups [N] into their group's ring at its pointer, in
+        batch order, wrapping around; when a group brings more keys than its ring holds, its last ones are kept.
+        Without per-group rings this is the ordinary shared queue."""
+        key_groups = key_groups.to(device=self.queue.device, dtype=torch.int64)
+        keys = keys.to(device=self.queue.device, dtype=self.queue.dtype)
+        size = self.segment_size
+        if len(self.segment_ids) == 0:
+            segment = torch.zeros_like(key_groups)
+        else:
+            segment = torch.searchsorted(self.segment_ids, key_groups).clamp_max(len(self.segment_ids) - 1)
+            unknown = self.segment_ids[segment] != key_groups
+            if bool(unknown.any()):
+                raise DataError(f"groups: key of group {int(key_groups[unknown][0])}, not one of this stage's groups")
+        # position of each key among its group's keys in this batch (stable), and how many its group brought
+        order = torch.sort(segment, stable=True).indices
+        counts = torch.bincount(segment, minlength=len(self.queue_ptr))
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(segment)
+        rank[order] = torch.arange(len(segment), device=segment.device) - starts[segment[order]]
+        skipped = (counts - size).clamp_min(0)  # overwritten within this batch anyway: keep the last `size`
+        keep = rank >= skipped[segment]
+        offset = rank - skipped[segment]
+        slots = segment * size + (self.queue_ptr[segment] + offset) % size
+        self.queue.index_copy_(0, slots[keep], keys[keep])
+        self.queue_groups.index_copy_(0, slots[keep], key_groups[keep])
+        self.queue_ptr.copy_((self.queue_ptr + counts.clamp_max(size)) % size)
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -146,4 +208,5 @@ class MoCo(ContrastiveMethod):
             target.lerp_(online.detach(), 1.0 - self.momentum)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, momentum={self.momentum}, queue_size={self.queue_size}"
+        return (f"{super().extra_repr()}, momentum={self.momentum}, queue_size={self.queue_size}, "
+                f"per_group_queue={self.per_group_queue}")

@@ -40,6 +40,9 @@ class Objective(nn.Module):
         losses["loss"] = total
         return losses
 
+    def set_stage_groups(self, group_ids) -> None:
+        self.method.set_stage_groups(group_ids)
+
     def after_step(self) -> None:
         self.method.after_step()
 

@@ -13,13 +13,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mcl_ray.errors import DataError
-from mcl_ray.objectives.base import ContrastiveMethod, check_groups, check_temperature
+from mcl_ray.objectives.base import ContrastiveMethod, Logits, check_groups, check_temperature
 from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_with_grad, is_distributed
 
 
 def nt_xent_loss(
     z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
 ) -> Tensor:
+    """The NT-Xent loss of `nt_xent_logits` (see there)."""
+    return nt_xent_logits(z1, z2, temperature, groups, gather).loss()
+
+
+def nt_xent_logits(
+    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
+) -> Logits:
     """NT-Xent over this worker's 2B anchors (both views of each sample): their mean, or with `gather` on
     several workers their sum scaled by world size / global anchor count, so that the workers' losses and
     gradients averaged (what DDP does) are exactly the global batch's mean, also when local batch sizes differ.
@@ -58,9 +65,8 @@ def nt_xent_loss(
     if local_groups is not None:
         excluded |= local_groups[:, None] != everything_groups[None, :]
     excluded[rows, positive_cols] = False  # the positive always stays, so logsumexp is finite
-    positives = logits[rows, positive_cols]
-    losses = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1) - positives
-    return losses.mean() if scale is None else losses.sum() * scale
+    reduce = (lambda losses: losses.mean()) if scale is None else (lambda losses: losses.sum() * scale)
+    return Logits(logits.masked_fill(excluded, float("-inf")), positive_cols, temperature, reduce)
 
 
 class SimCLR(ContrastiveMethod):
@@ -72,4 +78,5 @@ class SimCLR(ContrastiveMethod):
     def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         _, z1 = self.encoder(view1)
         _, z2 = self.encoder(view2)
-        return {"loss": nt_xent_loss(z1, z2, self.temperature, groups, gather=self.gather), "projections": (z1, z2)}
+        logits = nt_xent_logits(z1, z2, self.temperature, groups, gather=self.gather)
+        return {"loss": logits.loss(), "projections": (z1, z2), "logits": (logits,)}

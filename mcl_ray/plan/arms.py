@@ -5,6 +5,9 @@
   integrated exactly like MCL's stages. Member 1 has MCL's stage-1 key, so it is MCL's stage 1, reused.
   Separates what MCL's grouped negatives add from what concatenating several models gives anyway.
 * long: one ordinary run with S times the epochs (the same compute as all of MCL's stages).
+* ifm: the long run with implicit feature modification (Robinson et al. 2021) mixed into its loss, the cheap
+  competing fix for feature suppression (the base experiment's own ifm options if it has them, else the
+  paper's defaults).
 
 Each arm yields one record per step a study reports: MCL per stage, the ensemble per member (the first s
 members integrated), the long run once. `run` is how an experiment's stages are run: `iter_stages` on Ray,
@@ -21,7 +24,7 @@ from mcl_ray.config.loader import build_config
 from mcl_ray.mcl.integration import integrate
 from mcl_ray.plan.results import StageRecord
 
-ARMS = ("mcl", "ensemble", "long")
+ARMS = ("mcl", "ensemble", "long", "ifm")
 MEMBER_SEED_STRIDE = 1000
 
 
@@ -50,6 +53,16 @@ def long_config(cfg):
     return one_stage(cfg, name=f"{cfg.name}/long", epochs=cfg.train.epochs * cfg.mcl.stages)
 
 
+def ifm_config(cfg):
+    """The long run with IFM among its regularisers (added with the paper's defaults unless already there)."""
+    data = long_config(cfg).model_dump(mode="json")
+    data["name"] = f"{cfg.name}/ifm"
+    regularizers = data["objective"].setdefault("regularizers", [])
+    if not any(r.get("name") == "ifm" for r in regularizers):
+        regularizers.append({"name": "ifm"})
+    return build_config(data)
+
+
 def iter_arm(cfg, arm: str, run: Callable[[object], Iterable[StageRecord]], *,
              features: Callable[[StageRecord, str], tuple[np.ndarray, np.ndarray]],
              evaluate: Callable[[np.ndarray, np.ndarray], dict]) -> Iterator[StageRecord]:
@@ -59,6 +72,8 @@ def iter_arm(cfg, arm: str, run: Callable[[object], Iterable[StageRecord]], *,
         yield from run(cfg)
     elif arm == "long":
         yield from run(long_config(cfg))
+    elif arm == "ifm":
+        yield from run(ifm_config(cfg))
     elif arm == "ensemble":
         probe_parts, test_parts = [], []
         for member in range(cfg.mcl.stages):

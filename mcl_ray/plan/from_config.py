@@ -53,7 +53,7 @@ def build_config(data: Mapping[str, Any], *, check_names: bool = True) -> Experi
 def check_experiment(cfg: ExperimentConfig) -> None:
     """Raise one ConfigError listing every unknown name or bad plug-in option (with suggestions)."""
     problems: list[str] = []
-    for check in (_check_data, _check_model, _check_optimizer, _check_objective):
+    for check in (_check_data, _check_generated_size, _check_model, _check_optimizer, _check_objective, _check_clusters):
         try:
             check(cfg)
         except ConfigError as exc:
@@ -67,10 +67,96 @@ def _check_data(cfg: ExperimentConfig) -> None:
     if bool(cfg.data.labels) != source.labels_file:
         raise ConfigError("data.labels: " + (f"{cfg.data.name} needs the table listing its images and labels"
                                              if source.labels_file else f"only used by data.name: labeled, not {cfg.data.name}"))
+    if cfg.data.bits is not None and "bits" not in source.options:
+        raise ConfigError(f"data.bits: only used by data.name: randbit, not {cfg.data.name}")
     if cfg.data.pretrain_split not in source.splits:
         raise ConfigError(
             f"data.pretrain_split: {cfg.data.name} has splits {', '.join(source.splits)}, not {cfg.data.pretrain_split!r}"
         )
+
+
+def _check_generated_size(cfg: ExperimentConfig) -> None:
+    """A generated set is allocated whole: refuse a size this machine's memory cannot hold, before allocating."""
+    import os
+
+    source = DATA_SOURCES.get(cfg.data.name)()
+    if not source.generated:
+        return
+    root = Path(cfg.data.root).expanduser()
+    sizes = {f: getattr(cfg.data, f) or source.count(split, root=root, seed=cfg.data.seed)
+             for f, split in (("train_size", "train"), ("test_size", "test"))}
+    need = sum(sizes.values()) * cfg.data.image_size ** 2 * 3
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        field = max(sizes, key=sizes.get)
+        raise ConfigError(f"data.{field}: {sizes[field]} generated images of {cfg.data.image_size}x{cfg.data.image_size} "
+                          f"need {need / 2**30:.0f} GiB of memory, more than this machine's {have / 2**30:.0f} GiB")
+
+
+def _check_clusters(cfg: ExperimentConfig) -> None:
+    """K-means cannot make more clusters than there are training images: say so before stage 1 trains."""
+    if cfg.mcl.stages < 2:
+        return
+    source = DATA_SOURCES.get(cfg.data.name)()
+    if cfg.data.train_size is not None:
+        images = cfg.data.train_size
+    elif source.labels_file or cfg.data.name == "imagefolder":
+        return  # counting a folder or table is validate's job, not every config load's
+    else:
+        images = source.count(cfg.data.pretrain_split, root=Path(cfg.data.root).expanduser(), seed=cfg.data.seed)
+    biggest = max(cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1))
+    if images is not None and biggest > images:
+        raise ConfigError(f"mcl.clusters: {biggest} clusters but only {images} training images "
+                          "(data.train_size); k-means needs at least one image per cluster")
+
+
+def data_sizes(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """What each image set of the run will hold, known before loading: {set: {split, available, used, note}}.
+
+    `available` is None when only loading can tell (a data set not yet downloaded). A cap that cuts the data
+    set is spelled out, so a user sees it before training rather than in a log line during it.
+    """
+    d = cfg.data
+    source = DATA_SOURCES.get(d.name)()
+    root = Path(d.root).expanduser()
+    sets = {"pretrain": (d.pretrain_split, d.train_size), "probe": ("train", d.train_size), "test": ("test", d.test_size)}
+    out = {}
+    for name, (split, cap) in sets.items():
+        if source.generated:
+            used = source.count(split, root=root, seed=d.seed) if cap is None else cap
+            out[name] = {"split": split, "available": used, "used": used, "note": "generated"}
+            continue
+        available = source.count(split, root=root, seed=d.seed, labels=d.labels)
+        used = available if cap is None else (cap if available is None else min(cap, available))
+        if available is None:
+            note = "size known once loaded" + ("" if cap is None else f"; at most {cap}")
+        elif cap is not None and cap > available:
+            note = f"data.{'test' if name == 'test' else 'train'}_size={cap} asks for more than the {available} available"
+        elif cap is not None and cap < available:
+            note = f"a seeded subsample of {cap} of {available} (data.{'test' if name == 'test' else 'train'}_size; null uses all)"
+        else:
+            note = "all"
+        out[name] = {"split": split, "available": available, "used": used, "note": note, "cap": cap}
+    return out
+
+
+def check_data_sizes(cfg: ExperimentConfig, sizes: dict[str, dict[str, Any]]) -> None:
+    """ConfigError listing every size problem `data_sizes` found (a cap above the data, fewer images than clusters)."""
+    problems = []
+    for name, s in sizes.items():
+        if s["available"] is not None and s.get("cap") is not None and s["cap"] > s["available"]:
+            field = "data.test_size" if name == "test" else "data.train_size"
+            problems.append(f"{field}: {s['cap']} asks for more than the {s['available']} images of "
+                            f"{cfg.data.name}'s {s['split']} split (null uses all)")
+    biggest = max((cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1)), default=0)
+    used = sizes["pretrain"]["used"]
+    if used is not None and biggest > used:
+        problems.append(f"mcl.clusters: {biggest} clusters but only {used} training images")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def _check_model(cfg: ExperimentConfig) -> None:
@@ -159,7 +245,7 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
     d = cfg.data
     return DataSpec(name=d.name, root=d.root, image_size=d.image_size, train_size=d.train_size, test_size=d.test_size,
                     pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir,
-                    labels=d.labels)
+                    labels=d.labels, bits=d.bits)
 
 
 def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:

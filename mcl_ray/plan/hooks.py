@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RunHooks:
-    """fault: {'epoch', 'rank', 'marker'} kills that Train worker once after that epoch (Ray executor only);
+    """fault: {'epoch', 'rank', 'marker'} kills that Train worker once after that epoch (the local executor
+    raises KeyboardInterrupt there instead, as a Ctrl-C would);
     record_steps: a directory where every rank appends 'epoch step groups' lines per step (both executors)."""
 
     fault: dict | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from mcl_ray.data.experiment_data import ExperimentData
+from mcl_ray.errors import ConfigError
 from mcl_ray.mcl.integration import integrate
 from mcl_ray.plan.evaluation import evaluate, load_init_checkpoint
 from mcl_ray.plan.from_config import stage_specs
@@ -69,9 +70,43 @@ def init_identity(cfg) -> dict[str, Any] | None:
     return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+# Settings that say where or how a run executes, not what it computes: changing them keeps the experiment.
+NOT_THE_EXPERIMENT = ("output_dir", "ray", "train.log_every", "train.device", "data.download", "data.cache_dir")
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if not any(where == f or where.startswith(f + ".") for f in NOT_THE_EXPERIMENT):
+                out += _differences(old.get(key), new.get(key), where)
+        return out
+    return [] if old == new else [path]
+
+
+def check_run_name(cfg) -> None:
+    """A run name holds one experiment: rerunning it resumes; a different experiment under the same name (which
+    mixed two experiments' config, summary and curves) is refused, naming what differs."""
+    run = ArtifactStore(storage_root(cfg)).run(cfg.name)
+    if not run.exists("config.yaml"):
+        return
+    try:
+        old = yaml.safe_load(run.get_bytes("config.yaml"))
+    except Exception:  # an unreadable config.yaml: the run's own file, rewritten below
+        return
+    changed = _differences(old, cfg.model_dump(mode="json"))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise ConfigError(f"name: run {cfg.name!r} at {run.uri} holds a different experiment (it differs in {shown}); "
+                          "choose another name (name=...): finished stages are found by content, so a new name "
+                          "retrains nothing already trained. Or delete that folder.")
+
+
 def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: bool = True,
                hooks: RunHooks | None = None) -> Iterator[StageRecord]:
     """Run (or reuse) every stage in order, yielding each finished stage. `cfg` must have absolute paths."""
+    check_run_name(cfg)
     store = ArtifactStore(storage_root(cfg))
     run = store.run(cfg.name)
     run.put_bytes("config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())

@@ -42,5 +42,6 @@ class StageSpec:
             "objective": self.objective.identity(),
             "train": self.train.identity(),
             "init": self.init,
-            "sampling": self.sampling,
+            # stage 1 has no groups, so both policies draw the same ordinary batches: one key, trained once
+            "sampling": self.sampling if self.index > 0 else "group_batches",
         }

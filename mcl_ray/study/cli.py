@@ -20,6 +20,8 @@ def build_parser(default_config: Path | None) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="number of trials (overrides study.samples)")
     p.add_argument("--storage", help="local path or s3:// URI for trials, stage cache and TensorBoard")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study; finished trials are kept")
+    p.add_argument("--verbose", action="store_true",
+                   help="Tune's own tables and every Ray process's log lines (default: one line per trial event)")
     p.add_argument("--address", help="Ray cluster to join ('auto' on a cluster node); default: RAY_ADDRESS or local")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. study.metric=integrated/texture/knn experiment.train.epochs=5")
     return p
@@ -29,6 +31,10 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
     args = build_parser(default_config).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mcl_ray").setLevel(logging.INFO)
+    if not args.verbose:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         import ray
 
@@ -52,20 +58,21 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         study = load_study(args.config, profile, overrides)  # every field checked before a local Ray starts
         if not ray.is_initialized():
             base = study.base_experiment()
-            ensure_ray(None, num_cpus=local_cpus_needed(base, trials=study.study.max_concurrent or 1, trial_cpus=study.study.trial_cpus))
+            ensure_ray(None, num_cpus=local_cpus_needed(base, trials=study.study.max_concurrent or 1, trial_cpus=study.study.trial_cpus),
+                       log_to_driver=args.verbose)
         s = study.study
         print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, metric {s.metric}"
               + (f", winners confirmed with {s.confirm_seeds} fresh seeds" if s.confirm_seeds else ""))
         errors, study_dir = [], None
         for arm in s.arms:
-            results = build_tuner(study, resume=args.resume, arm=arm).fit()
+            results = build_tuner(study, resume=args.resume, arm=arm, verbose=args.verbose).fit()
             errors += [r for r in results if r.error]
             if arm == "mcl":
                 study_dir = Path(results.experiment_path) if "://" not in results.experiment_path else None
             if s.confirm_seeds:
                 best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
                 params = {k: v for k, v in best.config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
-                confirmed = confirm_tuner(study, arm, params).fit()
+                confirmed = confirm_tuner(study, arm, params, resume=args.resume, verbose=args.verbose).fit()
                 errors += [r for r in confirmed if r.error]
         if study_dir is not None:
             text, plots = report([str(study_dir)], study.study.metric, study.study.mode)

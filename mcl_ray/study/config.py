@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from mcl_ray.config.loader import deep_merge, format_validation_error, parse_overrides
+from mcl_ray.config.loader import deep_merge, format_validation_error, parse_overrides, read_yaml
 from mcl_ray.plan.from_config import build_config
-from mcl_ray.config.schema import ExperimentConfig, Strict
+from mcl_ray.config.schema import ExperimentConfig, Strict, safe_name
 from mcl_ray.errors import ConfigError
 
 Range = list[float]
@@ -66,10 +65,11 @@ class StudySettings(Strict):
     max_concurrent: Union[int, None] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs allow")
     trial_cpus: float = Field(1.0, gt=0.0, description="CPUs each trial's driver holds (it runs the evaluation)")
     space: SpaceConfig = SpaceConfig()
-    arms: list[Literal["mcl", "ensemble", "long"]] = Field(
+    arms: list[Literal["mcl", "ensemble", "long", "ifm"]] = Field(
         ["mcl"], min_length=1,
         description="what the study tunes side by side, each with `samples` trials: mcl, and the controls ensemble "
-        "(S seeded 1-stage runs integrated like MCL's stages) and long (one run with S times the epochs)",
+        "(S seeded 1-stage runs integrated like MCL's stages), long (one run with S times the epochs) and ifm (the long "
+        "run with implicit feature modification)",
     )
     confirm_seeds: int = Field(
         0, ge=0, description="after tuning, rerun each arm's best configuration with this many fresh seeds (mean +- std)"
@@ -81,6 +81,11 @@ class StudySettings(Strict):
         if len(set(v)) != len(v) or "mcl" not in v:
             raise ValueError(f"needs 'mcl' and no arm twice, got {v}")
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return safe_name(v, nested=False)
 
     @field_validator("metric")
     @classmethod
@@ -107,13 +112,46 @@ def _experiment(data: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(named) from None
 
 
+def reported_metrics(cfg: ExperimentConfig) -> list[str] | None:
+    """Every metric a trial of `cfg` reports, known before it starts; None when the data set's attributes are
+    only known once it loads."""
+    from mcl_ray.data.registry import DATA_SOURCES
+
+    source = DATA_SOURCES.get(cfg.data.name)()
+    attributes = list(source.attributes)
+    if source.labels_file:
+        from mcl_ray.data.sources.labeled import RESERVED, read_table
+
+        try:
+            attributes = [c for c in read_table(Path(cfg.data.labels).expanduser()) if c not in RESERVED]
+        except Exception:  # the table's own errors surface when the data loads
+            return None
+    kinds = ["knn", "linear"] if cfg.eval.linear else ["knn"]
+    out = [f"{rep}/{a}/{k}" for rep in ("integrated", "stage_alone") for a in [*attributes, "mean"] for k in kinds]
+    return out + ["train/final_loss"]
+
+
+def check_metric(metric: str, cfg: ExperimentConfig) -> None:
+    """study.metric must be one a trial reports: a typo fails here, not in Tune after stage 1 has trained."""
+    import difflib
+
+    known = reported_metrics(cfg)
+    if known is None or metric in known:
+        return
+    close = difflib.get_close_matches(metric, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"study.metric: {metric!r} is not reported by these trials; {hint}"
+                      f"they report {', '.join(m for m in known if m.startswith('integrated/'))}, the same under "
+                      "stage_alone/, and train/final_loss")
+
+
 def load_study(path: str | Path, profile: str | None = None, overrides: list[str] = ()) -> StudyConfig:
     """Read a study YAML, apply `profiles.<profile>` and dotted overrides (`study.samples=4`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path, "study config")
     profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"study config {path}: profiles must be a mapping of profile names, got {type(profiles).__name__}")
     if profile is not None:
         if profile not in profiles:
             raise ConfigError(f"--profile: {path} has no profile {profile!r}; it has {', '.join(profiles) or 'none'}")
@@ -128,7 +166,7 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
             f"study.storage: {study.study.storage!r} is a placeholder; pass --storage s3://your-bucket/path "
             "(storage every node can reach)"
         )
-    study.base_experiment()
+    check_metric(study.study.metric, study.base_experiment())
     for backbone in study.study.space.backbones:  # every searched backbone must exist in timm
         _experiment({**study.experiment, "model": {**study.experiment.get("model", {}), "backbone": backbone}})
     return study

@@ -101,11 +101,15 @@ def trial_table(trials: list[Trial], metric: str) -> str:
     return fixed_width(header, rows)
 
 
+MIN_TRIALS_FOR_IMPORTANCES = 10  # fANOVA's forest on fewer finished trials ranks noise
+
+
 def param_importances(trials: list[Trial], metric: str, mode: str) -> dict[str, float]:
-    """Optuna's fANOVA importances of the searched parameters for `metric` (empty if too few trials)."""
+    """Optuna's fANOVA importances of the searched parameters for `metric` (empty below
+    MIN_TRIALS_FOR_IMPORTANCES finished trials: then the report says so instead)."""
     done = [t for t in trials if not math.isnan(t.value(metric))]
     names = [n for n in sorted({k for t in done for k in t.params}) if all(n in t.params for t in done)]
-    if len(done) < 2 or not names:
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCES or not names:
         return {}
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
     for n in names:
@@ -134,28 +138,45 @@ def _varies(d) -> bool:
     return d.low < d.high
 
 
+def settings_label(trial: Trial) -> str:
+    """A legend entry that says what the trial tried: its searched settings, shortly."""
+    parts = [f"{_short(k)}={_fmt(v)}" for k, v in sorted(trial.params.items()) if k != "seed"]
+    return f"{trial.trial_id[-6:]}: " + " ".join(parts)
+
+
+def _stage_axis(ax, trials: list[Trial]) -> None:
+    last = max((r["stage"] for t in trials for r in t.stages), default=1)
+    ax.set_xticks(range(1, int(last) + 1))  # stages are whole numbers
+
+
 def plot_report(trials: list[Trial], metric: str, mode: str, out_dir: Path) -> list[Path]:
-    """Metric vs stage per trial, metric vs K and temperature, the best trial's attributes per stage, importances."""
+    """Metric vs stage per trial, metric vs each searched number (log axes for rates), the best trial's
+    attributes per stage, and importances when there are enough trials for them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     for t in trials:
-        ax.plot([r["stage"] for r in t.stages], [r.get(metric, math.nan) for r in t.stages], marker="o", label=t.label)
+        ax.plot([r["stage"] for r in t.stages], [r.get(metric, math.nan) for r in t.stages], marker="o",
+                label=settings_label(t))
     ax.set(xlabel="stage", ylabel=metric, title="metric vs stage (stage 1 = plain contrastive baseline)")
+    _stage_axis(ax, trials)
     ax.legend(fontsize=6)
     paths.append(_save(fig, out_dir / "metric_vs_stage.png"))
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name in zip(axes, ("mcl.clusters", "objective.temperature")):
-        xs = [t.params.get(name) for t in trials]
-        ys = [t.value(metric) for t in trials]
-        pts = [(x, y) for x, y in zip(xs, ys) if isinstance(x, (int, float)) and not math.isnan(y)]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts])
-        ax.set(xlabel=_short(name), ylabel=f"final {metric}", title=f"{metric} vs {_short(name)}")
-        if name == "objective.temperature":
-            ax.set_xscale("log")
-    paths.append(_save(fig, out_dir / "metric_vs_params.png"))
+    numeric = [n for n in sorted({k for t in trials for k in t.params}) if n != "seed" and all(
+        isinstance(t.params.get(n), (int, float)) and not isinstance(t.params.get(n), bool) for t in trials if n in t.params)]
+    if numeric:
+        fig, axes = plt.subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.8), squeeze=False)
+        for ax, name in zip(axes[0], numeric):
+            pts = [(t.params[name], t.value(metric)) for t in trials if name in t.params and not math.isnan(t.value(metric))]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+            ax.set(xlabel=_short(name), ylabel=f"final {metric}", title=f"vs {_short(name)}")
+            if name.endswith(("temperature", "lr", "weight_decay")):
+                ax.set_xscale("log")  # searched on a log scale
+            elif all(isinstance(p[0], int) for p in pts):
+                ax.set_xticks(sorted({p[0] for p in pts}))
+        paths.append(_save(fig, out_dir / "metric_vs_params.png"))
 
     best = trials[0]
     rep, _, measure = metric.partition("/")
@@ -165,6 +186,7 @@ def plot_report(trials: list[Trial], metric: str, mode: str, out_dir: Path) -> l
     for a in attrs:
         ax.plot([r["stage"] for r in best.stages], [r.get(f"{rep}/{a}/{kind}", math.nan) for r in best.stages], marker="o", label=a)
     ax.set(xlabel="stage", ylabel=f"{rep} {kind}", title=f"best trial {best.label}: per attribute")
+    _stage_axis(ax, [best])
     ax.legend()
     paths.append(_save(fig, out_dir / "best_trial_attributes.png"))
 
@@ -201,6 +223,10 @@ def report(study_dirs: list[str], metric: str | None = None, mode: str | None = 
     importances = param_importances(ranked, metric, mode)
     if importances:
         text += "\n\nparameter importances: " + ", ".join(f"{_short(k)} {v:.2f}" for k, v in importances.items())
+    else:
+        finished = sum(not math.isnan(t.value(metric)) for t in ranked)
+        text += (f"\n\nparameter importances: not shown ({finished} finished trials; fANOVA needs at least "
+                 f"{MIN_TRIALS_FOR_IMPORTANCES} to rank more than noise)")
     if len(study_dirs) == 1 and any((Path(study_dirs[0]).expanduser() / d).is_dir() for d in ("arms", "confirm")):
         from mcl_ray.study.verdict import arm_results, plot_verdict, verdict
 

@@ -74,7 +74,7 @@ def mcl_trainable(config: dict[str, Any]) -> None:
             metrics = with_means(stage_scalars(record))
             metrics.update(
                 stage=record.stage,
-                stages_planned=cfg.mcl.stages if arm != "long" else 1,
+                stages_planned=cfg.mcl.stages if arm not in ("long", "ifm") else 1,
                 arm=arm,
                 arm_stages=cfg.mcl.stages,  # MCL's stages, the ensemble's members, the long run's epoch multiple
                 reused_stage=bool(record.reused and record.reused["stage"]),

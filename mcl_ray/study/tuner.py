@@ -26,6 +26,7 @@ from mcl_ray.engine.runtime import plan_resources
 from mcl_ray.errors import ConfigError
 from mcl_ray.store.artifacts import ArtifactStore
 from mcl_ray.study.config import StudyConfig
+from mcl_ray.study.console import StudyConsole
 from mcl_ray.study.spaces import build_space
 from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY, mcl_trainable
 
@@ -104,6 +105,7 @@ def build_tuner(
     scheduler: TrialScheduler | None = None,
     max_concurrent: int | None = None,
     arm: str = "mcl",
+    verbose: bool = False,
 ) -> tune.Tuner:
     """A Tuner for one arm of `study` (each arm gets study.samples trials and its own seeded searcher, so the
     controls are tuned as hard as MCL) on the connected Ray cluster; `resume=True` continues an interrupted one."""
@@ -123,7 +125,7 @@ def build_tuner(
     path = store.uri(name)
     trainable = trainable_with_resources(study)
     param_space = study_param_space(study, arm=arm)
-    if resume and tune.Tuner.can_restore(path):
+    if start_or_resume(path, resume, s.name):
         log.info("resuming study %s: finished trials are kept, unfinished ones continue", path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
     if scheduler is None and s.scheduler == "asha":
@@ -143,11 +145,12 @@ def build_tuner(
             num_samples=s.samples, max_concurrent_trials=limit,
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(name, storage),
+        run_config=_run_config(name, storage, StudyConsole(arm, s.metric), verbose),
     )
 
 
-def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_concurrent: int | None = None) -> tune.Tuner:
+def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_concurrent: int | None = None,
+                  resume: bool = False, verbose: bool = False) -> tune.Tuner:
     """Rerun one arm's best parameters with study.confirm_seeds fresh seeds (experiment seed + 1, + 2, ...):
     the seed the arm was tuned on is left out, so its selection luck does not count twice."""
     s = study.study
@@ -155,18 +158,34 @@ def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_c
     limit = max_concurrent or s.max_concurrent or max(1, concurrency_limit(base, s.trial_cpus))
     seeds = [base.seed + i for i in range(1, s.confirm_seeds + 1)]
     param_space = {**study_param_space(study, arm=arm), **params, "seed": tune.grid_search(seeds)}
+    name = arm_path(study, arm, confirm=True)
+    if start_or_resume(ArtifactStore(storage_uri(study)).uri(name), resume, s.name):
+        return tune.Tuner.restore(ArtifactStore(storage_uri(study)).uri(name), trainable_with_resources(study),
+                                  resume_unfinished=True, resume_errored=True, param_space=param_space)
     return tune.Tuner(
         trainable_with_resources(study),
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_dirname,
                                     trial_dirname_creator=trial_dirname),
-        run_config=_run_config(arm_path(study, arm, confirm=True), storage_uri(study)),
+        run_config=_run_config(name, storage_uri(study), StudyConsole(f"{arm} confirm", s.metric), verbose),
     )
 
 
-def _run_config(name: str, storage: str) -> tune.RunConfig:
+def start_or_resume(path: str, resume: bool, study_name: str) -> bool:
+    """True: restore the Tune experiment at `path`. A study that already ran there is never silently run again
+    beside itself (that doubled every trial): without --resume it is an error saying what to do."""
+    exists = tune.Tuner.can_restore(path)
+    if exists and not resume:
+        raise ConfigError(f"study.name: study {study_name!r} already ran at {path}; rerun with --resume to continue it "
+                          "(finished trials are kept), or choose another study.name or --storage")
+    return exists and resume
+
+
+def _run_config(name: str, storage: str, console: StudyConsole | None = None, verbose: bool = False) -> tune.RunConfig:
+    """Tune's own console output only with `verbose`; otherwise the study's one-line-per-event console."""
     return tune.RunConfig(
         name=name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=1),
+        verbose=None if verbose else 0, callbacks=[console] if console is not None else None,
         # each trial's curves/ (written on its node) reaches remote storage at its reports; local storage
         # is the trial directory itself, so nothing is copied there
         sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=60),

@@ -38,6 +38,8 @@ def _label(arm: str, trial: Trial) -> str:
         return f"the ensemble of {stages}"
     if arm == "long":
         return f"the long run ({stages}x epochs)"
+    if arm == "ifm":
+        return f"IFM ({stages}x epochs)"
     return f"MCL ({stages} stages)"
 
 

@@ -122,7 +122,9 @@ def train_stage(
             encoder.load_state_dict(init_state)
         except RuntimeError as exc:
             raise ConfigError(f"stage {stage + 1}: the initial weights do not fit model.backbone {spec.model.backbone!r}: {exc}") from None
-    objective = build_objective(spec.objective, encoder, gather=spec.objective.gather and ctx.world_size > 1).to(device)
+    objective = build_objective(spec.objective, encoder, gather=spec.objective.gather and ctx.world_size > 1)
+    objective.set_stage_groups(None if groups is None else np.unique(groups))  # before DDP records the buffers
+    objective = objective.to(device)
     model = ctx.wrap_model(objective)
 
     sampler = GroupBatchSampler(
@@ -136,7 +138,7 @@ def train_stage(
     steps_per_epoch = len(sampler)
     optimizer = build_optimizer(objective, train)
     scheduler = build_scheduler(optimizer, train, steps_per_epoch)
-    augment = BatchAugment(spec.augment).to(device)
+    augment = BatchAugment(spec.augment, fixed_rows=train_set.fixed_rows).to(device)
 
     start_epoch, history = 0, []
     if resume_state is not None:

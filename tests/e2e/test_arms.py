@@ -24,12 +24,15 @@ def test_ensemble_and_long_arms(tmp_path, data_root):
     mcl = list(arm_records(cfg, "mcl", run, data))
     ensemble = list(arm_records(cfg, "ensemble", run, data))
     long = list(arm_records(cfg, "long", run, data))
+    ifm = list(arm_records(cfg, "ifm", run, data))
 
     assert [r.stage for r in ensemble] == [1, 2] and [r.stage for r in long] == [1]
     assert ensemble[0].keys["stage"] == mcl[0].keys["stage"] and ensemble[0].reused["stage"]  # MCL's stage 1
     assert ensemble[1].keys["stage"] not in (mcl[0].keys["stage"], mcl[1].keys["stage"])
     assert member_config(cfg, 1).seed == cfg.seed + 1000 and member_config(cfg, 1).mcl.stages == 1
     assert long_config(cfg).train.epochs == 2 and len(long[0].history) == 2
+    assert len(ifm) == 1 and "loss/reg/ifm" in ifm[0].history[-1]  # the long run with IFM mixed in
+    assert ifm[0].keys["stage"] != long[0].keys["stage"]
     # the ensemble's step 2 is its two members integrated like MCL's stages, scored like MCL's
     parts = [np.load(f"{r.keys['stage_uri']}/{split}_backbone.npy") for r in ensemble for split in ("probe", "test")]
     expected = evaluate(eval_spec(cfg), integrate(parts[0::2]), integrate(parts[1::2]), data)

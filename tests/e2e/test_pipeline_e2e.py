@@ -79,6 +79,9 @@ class NaNAfter(torch.nn.Module):
         loss = self.inner(*inputs, groups=groups)["loss"]
         return {"loss": loss * float("nan") if self.stage >= 1 else loss}
 
+    def set_stage_groups(self, group_ids):
+        self.inner.set_stage_groups(group_ids)
+
     def after_step(self):
         self.inner.after_step()
 
@@ -181,3 +184,59 @@ def test_sampling_policy_decides_whether_batches_keep_to_one_group(tmp_path, dat
     assert sum(len(s) == 1 for s in seen["group_batches"][0]) == 3
     assert all(len(s) >= 3 for s in seen["random_batches"][0])  # ordinary batches: the mask alone keeps groups apart
     assert all(4 / 300 <= few < 0.2 for _, few in seen.values())  # the group of 4 is always starved
+
+
+def test_damaged_artifacts_are_rebuilt_not_trusted(tmp_path, data_root, caplog):
+    """A garbage marker next to a truncated encoder, and a clustering whose groups.npy was deleted: the rerun
+    says so, rebuilds both (same numbers: training is deterministic) and reuses the intact stage 2."""
+    cfg = tiny_config(tmp_path, data_root, "train.epochs=1", "eval.online_knn_every=0")
+    first = run_local(cfg, progress=False)
+    run_dir = tmp_path / cfg.name
+    stage1, clusters = stage_artifacts(run_dir, 1), stage_artifacts(run_dir, 1, "clusters")
+    (stage1 / "_COMPLETE.json").write_text("garbage")
+    encoder = stage1 / "encoder.pt"
+    encoder.write_bytes(encoder.read_bytes()[:100])
+    (clusters / "groups.npy").unlink()
+    with caplog.at_level("WARNING", logger="mcl_ray"):
+        second = run_local(cfg, progress=False)
+    assert second.stages[0].reused == {"stage": False, "clusters": False}
+    assert second.stages[1].reused["stage"] is True
+    assert second.stages[-1].integrated_eval == first.stages[-1].integrated_eval
+    assert f"{stage1}: its _COMPLETE.json is unreadable" in caplog.text
+    assert "groups.npy listed in _COMPLETE.json is missing" in caplog.text
+
+
+def test_two_local_runs_started_together_train_each_stage_once(tmp_path, data_root):
+    """Two `mcl-ray train --local` processes of one experiment: each stage is trained by one and reused by the
+    other (a claim file in the storage), and both finish with the same numbers."""
+    import subprocess
+    import sys
+
+    args = [*TINY, "train.epochs=1", "eval.online_knn_every=0", f"data.root={data_root}"]
+    load_experiment_data(data_spec(tiny_config(tmp_path, data_root)))  # the data cache exists before the two start
+    procs = [subprocess.Popen([sys.executable, "-m", "mcl_ray.cli", "train", "--local", "--quiet", *args, f"name={n}",
+                               "--output", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in ("a", "b")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    metrics = {n: [json.loads((tmp_path / n / f"stage_{k}" / "metrics.json").read_text()) for k in (1, 2)] for n in "ab"}
+    for k in (0, 1):
+        assert sorted(metrics[n][k]["reused"]["stage"] for n in "ab") == [False, True]
+        assert metrics["a"][k]["integrated_eval"] == metrics["b"][k]["integrated_eval"]
+
+
+def test_an_interrupted_local_stage_resumes_after_its_last_finished_epoch(tmp_path, data_root):
+    from mcl_ray.plan.hooks import RunHooks
+
+    cfg = tiny_config(tmp_path, data_root, "mcl.stages=1", "train.epochs=3", "eval.online_knn_every=0")
+    marker = tmp_path / "fault"
+    with pytest.raises(KeyboardInterrupt):
+        run_local(cfg, progress=False, tensorboard=False,
+                  hooks=RunHooks(fault={"epoch": 2, "rank": 0, "marker": str(marker)}))
+    assert len(list((tmp_path / "checkpoints").glob("*/last.pt"))) == 1
+    assert not list((tmp_path / "claims").glob("*.claim"))  # the claim was released on the way out
+    resumed = run_local(cfg, progress=False, tensorboard=False)
+    metrics = json.loads((tmp_path / cfg.name / "stage_1" / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 2 and metrics["reused"]["stage"] is False
+    assert [h["epoch"] for h in resumed.stages[0].history] == [1, 2, 3]
+    assert not list((tmp_path / "checkpoints").glob("*/last.pt"))  # removed once the stage committed

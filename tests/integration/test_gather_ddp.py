@@ -75,6 +75,37 @@ def _check_gathered_nt_xent(rank: int, sizes: list[int]) -> None:
     assert local_loss.item() != expected.item()  # the local loss really is over local anchors only
 
 
+def _check_gathered_dimcl(rank: int, sizes: list[int]) -> None:
+    """DimCL's columns span the global batch: every worker's term equals the full batch's, and the gradients
+    DDP averages equal the one-process gradient (unequal local batches too)."""
+    from mcl_ray.objectives.regularizers.dimcl import dimcl_loss
+
+    rows = _slice(rank, sizes)
+    gen = torch.Generator().manual_seed(sum(sizes) + 11)
+    z1_full = torch.randn(sum(sizes), 6, generator=gen, dtype=torch.float64)
+    z2_full = torch.randn(sum(sizes), 6, generator=gen, dtype=torch.float64)
+    expected_z1 = z1_full.detach().clone().requires_grad_()
+    expected_z2 = z2_full.detach().clone().requires_grad_()
+    z1 = z1_full.detach()[rows].clone().requires_grad_()
+    z2 = z2_full.detach()[rows].clone().requires_grad_()
+    local = dimcl_loss(z1, z2, 0.1)
+    (local / WORLD).backward()  # DDP averages the workers' gradients
+    reference = _single_process_dimcl(expected_z1, expected_z2)
+    torch.testing.assert_close(local.detach(), reference.detach())
+    reference.backward()
+    torch.testing.assert_close(z1.grad, expected_z1.grad[rows])
+    torch.testing.assert_close(z2.grad, expected_z2.grad[rows])
+
+
+def _single_process_dimcl(z1, z2):
+    """dimcl_loss's arithmetic on the full batch, without the gather (what one process computes)."""
+    from mcl_ray.objectives.simclr import nt_xent_loss
+
+    c1 = (z1 - z1.mean(dim=0, keepdim=True)).T
+    c2 = (z2 - z2.mean(dim=0, keepdim=True)).T
+    return nt_xent_loss(c1, c2, 0.1)
+
+
 class _TinyEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -150,6 +181,8 @@ def _worker(rank: int, port: int) -> None:
         _check_gathered_nt_xent(rank, [4, 3])
         _check_moco_in_ddp_enqueues_the_global_batch(rank)
         _check_moco_ddp_gradient_is_the_full_batch_gradient(rank)
+        _check_gathered_dimcl(rank, [4, 4])
+        _check_gathered_dimcl(rank, [5, 3])
     finally:
         dist.destroy_process_group()
 

@@ -72,3 +72,15 @@ def test_a_local_instance_declares_enough_cpus_for_every_concurrent_run():
     c = cfg("train.workers=3", "ray.clustering_cpus=1")
     assert local_cpus_needed(c) == max(os.cpu_count() or 1, 4)
     assert local_cpus_needed(c, trials=4, trial_cpus=1) == max(os.cpu_count() or 1, 20)
+
+
+def test_the_local_ray_auth_token_is_made_owner_only(tmp_path):
+    from mcl_ray.engine.runtime import make_private
+
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)  # what Ray 2.60 leaves
+    assert make_private(token) is True
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert make_private(token) is False  # already private: untouched
+    assert make_private(tmp_path / "missing") is False

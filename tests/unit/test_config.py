@@ -49,12 +49,26 @@ def test_override_values_parse_as_yaml():
         (["train.optimizer=adamx"], "train.optimizer: timm has no optimizer 'adamx'"),
         (["model.head=simcrl"], "model.head: unknown projection head 'simcrl' (did you mean 'simclr'?)"),
         (["objective.name=mocco"], "did you mean 'moco'"),
+        (["name=../escape"], "name: '../escape' is not a safe folder name"),
+        (["name=''"], "name: '' is not a safe folder name"),
+        (["name=/tmp/abs"], "not a safe folder name"),
+        (["name=runs/../../x"], "not a safe folder name"),
+        (["mcl.stages=2", "mcl.clusters=6000"], "mcl.clusters: 6000 clusters but only 5000 training images"),
+        (["train.epochs=true"], "train.epochs: expected a number, got true"),
+        (["data.train_size=1000000000.0"], "data.train_size: expected an integer"),
+        (["data.train_size=1000000000", "mcl.clusters=2"], "data.train_size: 1000000000 generated images of 32x32 need"),
+        (["objective.temperature=true"], "objective.temperature: expected a number"),
     ],
 )
 def test_bad_values_name_the_field(override, needle):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=override)
     assert needle in str(exc.value)
+
+
+def test_nested_run_names_are_accepted():
+    for name in ("mcl", "mcl-seed0", "sweep/trials/trial_1a2b", "study/ensemble/trials/t_1/member2", "a.b=c+d@e"):
+        assert load_config(overrides=[f"name={name}"]).name == name
 
 
 def test_structure_alone_does_not_check_names():
@@ -83,6 +97,19 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("mcl: {stages: [\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("mcl: {stages: 3}\ntrain: {epochs: 5}\nmcl: {clusters: 4}\n")
+    with pytest.raises(ConfigError, match="key 'mcl' appears twice"):
+        load_config(twice)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level, got list"):
+        load_config(tmp_path / "list.yaml")
+    from mcl_ray.study import load_study
+
+    with pytest.raises(ConfigError, match="study config .*list.yaml: expected a mapping"):
+        load_study(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="study config .*bad.yaml: invalid YAML"):
+        load_study(bad)
 
 
 def test_malformed_override():

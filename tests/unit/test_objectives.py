@@ -376,7 +376,7 @@ def test_build_objective_gives_each_method_its_own_options():
     moco = build_objective(spec(name="MoCo", **shared), TinyEncoder())
     assert type(simclr.method) is SimCLR and simclr.method.temperature == 0.3  # MoCo's options ignored
     assert type(moco.method) is MoCo and moco.method.momentum == 0.5 and moco.method.queue.shape == (7, 4)
-    assert spec(name="moco").options.model_dump() == {"momentum": 0.99, "queue_size": 4096}  # declared defaults
+    assert spec(name="moco").options.model_dump() == {"momentum": 0.99, "queue_size": 4096, "per_group_queue": True}
 
 
 def test_objective_errors_name_the_field_and_suggest():
@@ -396,3 +396,75 @@ def test_without_regularizers_the_objective_returns_the_methods_loss_untouched()
     out = objective(v1, v2, groups=None)
     assert set(out) == {"loss"}
     assert torch.equal(out["loss"], nt_xent_loss(encoder(v1)[1], encoder(v2)[1], 0.3))
+
+
+# ----------------------------------------------------------------------------------------------- MoCo per-group queues
+
+
+def test_moco_per_group_rings_match_a_deque_per_group():
+    """Each group writes only its own ring of queue_size // groups slots, in batch order, keeping its latest keys."""
+    from collections import deque
+
+    method = MoCo(TinyEncoder(proj_dim=1), temperature=0.2, queue_size=7)
+    method.set_stage_groups(np.array([3, 7, 20]))  # rings of 2 slots; slot 6 is never used
+    assert method.segment_size == 2 and method.queue_ptr.tolist() == [0, 0, 0]
+    rings = {g: deque(maxlen=2) for g in (3, 7, 20)}
+    rng = np.random.default_rng(0)
+    value = 0.0
+    for _ in range(12):
+        groups = rng.choice([3, 7, 20], size=int(rng.integers(1, 6)))
+        keys = torch.arange(value, value + len(groups), dtype=torch.float32)[:, None]
+        value += len(groups)
+        method.enqueue(keys, torch.from_numpy(groups))
+        for g, k in zip(groups.tolist(), keys[:, 0].tolist()):
+            rings[g].append(k)
+        for segment, g in enumerate((3, 7, 20)):
+            stored = method.queue[2 * segment: 2 * segment + 2, 0][method.queue_groups[2 * segment: 2 * segment + 2] == g]
+            assert sorted(stored.tolist()) == sorted(rings[g])
+        assert method.queue_groups[6].item() == -1
+
+
+def test_moco_per_group_queue_rejects_unknown_groups_and_too_small_queues():
+    method = MoCo(TinyEncoder(), temperature=0.2, queue_size=8)
+    method.set_stage_groups(np.array([0, 5]))
+    with pytest.raises(DataError, match="group 4"):
+        method.enqueue(torch.randn(2, 4), torch.tensor([0, 4]))
+    with pytest.raises(ConfigError, match="objective.queue_size"):
+        MoCo(TinyEncoder(), temperature=0.2, queue_size=2).set_stage_groups(np.arange(3))
+    shared = MoCo(TinyEncoder(), temperature=0.2, queue_size=2, per_group_queue=False)
+    shared.set_stage_groups(np.arange(3))  # one shared ring: any number of groups
+    assert shared.segment_size == 2
+
+
+@pytest.mark.parametrize("clusters", [10, 100])
+def test_moco_per_group_queue_keeps_every_anchor_supplied_with_same_group_negatives(clusters):
+    """Group batches (the official sampler) through the default queue (4096): with one shared queue many
+    anchors find no key of their group (the queue holds the last few batches' groups); with per-group rings
+    every anchor of the second epoch has at least min(ring, its group's size) same-group negatives."""
+    from mcl_ray.mcl.sampler import GroupBatchSampler
+
+    rng = np.random.default_rng(clusters)
+    n = 20000
+    groups = rng.choice(clusters, size=n, p=rng.dirichlet(np.full(clusters, 2.0)))
+    sizes = np.bincount(groups, minlength=clusters)
+    zero_fraction = {}
+    for per_group in (False, True):
+        method = MoCo(TinyEncoder(proj_dim=1), temperature=0.2, queue_size=4096, per_group_queue=per_group)
+        method.set_stage_groups(np.unique(groups))
+        sampler = GroupBatchSampler(groups, num_samples=n, global_batch_size=256, rank=0, world_size=1, seed=0)
+        valid_counts = []
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            for idx in sampler:
+                batch_groups = torch.from_numpy(groups[idx])
+                if epoch == 1:
+                    same = (method.queue_groups[None, :] == batch_groups[:, None]).sum(1)
+                    valid_counts.append(same.numpy())
+                    if per_group:
+                        expected = np.minimum(method.segment_size, sizes[groups[idx]])
+                        assert (same.numpy() >= expected).all() and (same.numpy() <= method.segment_size).all()
+                method.enqueue(torch.zeros(len(idx), 1), batch_groups)
+        zero_fraction[per_group] = float(np.mean(np.concatenate(valid_counts) == 0))
+    assert zero_fraction[True] == 0.0
+    # the starvation the rings fix (measured here: 17% of anchors with 10 clusters, 79% with 100)
+    assert zero_fraction[False] > {10: 0.1, 100: 0.5}[clusters]

@@ -79,3 +79,84 @@ def test_regularizer_config_errors_name_the_entry():
         objective(regularizers=[{"name": "dimcl", "weight": 1.0}])
     with pytest.raises(ConfigError, match=r"weights sum to 1.2"):
         objective(regularizers=[{"name": "dimcl", "weight": 0.6}, {"name": "dimcl", "weight": 0.6}])
+
+
+# ----------------------------------------------------------------------------------------------- IFM
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def reference_nt_xent_ifm(z1, z2, temperature, epsilon, groups=None):
+    """(clean, adversarial) NT-Xent, one anchor at a time: the positive's cosine lowered by epsilon, every
+    same-group negative's raised by epsilon, in float64."""
+    z = _unit(np.concatenate([z1, z2]).astype(np.float64))
+    b = len(z1)
+    g = None if groups is None else np.concatenate([groups, groups])
+    clean = adv = 0.0
+    for i in range(2 * b):
+        pos = (i + b) % (2 * b)
+        negs = [j for j in range(2 * b) if j not in (i, pos) and (g is None or g[j] == g[i])]
+        for eps, acc in ((0.0, "clean"), (epsilon, "adv")):
+            p = (z[i] @ z[pos] - eps) / temperature
+            terms = [p] + [(z[i] @ z[j] + eps) / temperature for j in negs]
+            value = np.log(np.exp(terms).sum()) - p
+            if acc == "clean":
+                clean += value
+            else:
+                adv += value
+    return clean / (2 * b), adv / (2 * b)
+
+
+@pytest.mark.parametrize("batch, dim, temperature, epsilon, grouped", [
+    (6, 4, 0.2, 0.1, False), (8, 3, 0.5, 0.05, True), (5, 8, 0.1, 0.2, True)])
+def test_ifm_on_nt_xent_matches_the_papers_formula(batch, dim, temperature, epsilon, grouped):
+    rng = np.random.default_rng(batch * 10 + dim)
+    encoder = TinyEncoder(proj_dim=dim).double()
+    v1, v2 = torch.from_numpy(rng.normal(size=(batch, 6))), torch.from_numpy(rng.normal(size=(batch, 6)))
+    groups = np.array([0, 1] * batch)[:batch] if grouped else None
+    spec = objective(name="simclr", temperature=temperature,
+                     regularizers=[{"name": "ifm", "weight": 0.5, "epsilon": epsilon}])
+    out = build_objective(spec, encoder)(v1, v2, groups=None if groups is None else torch.from_numpy(groups))
+    z1, z2 = (encoder(v)[1].detach().numpy() for v in (v1, v2))
+    clean, adv = reference_nt_xent_ifm(z1, z2, temperature, epsilon, groups)
+    assert out["method"].item() == pytest.approx(clean, rel=1e-9)
+    assert out["reg/ifm"].item() == pytest.approx(adv, rel=1e-9)
+    assert out["loss"].item() == pytest.approx((clean + 1.0 * adv) / (1 + 1.0), rel=1e-9)  # alpha = 1
+    assert adv > clean  # the perturbation makes the task harder
+
+
+def test_ifm_on_moco_perturbs_both_symmetric_terms_and_keeps_the_queue_mask():
+    from mcl_ray.objectives.moco import MoCo
+    from mcl_ray.objectives.regularizers.ifm import IFM
+
+    torch.manual_seed(2)
+    method = MoCo(TinyEncoder().double(), temperature=0.2, queue_size=6).double()
+    method.enqueue(torch.nn.functional.normalize(torch.randn(4, 4, dtype=torch.float64), dim=1), torch.tensor([0, 1, 0, 1]))
+    v1, v2, groups = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64), torch.tensor([0, 0, 1])
+    queue, queue_groups = method.queue.clone().numpy(), method.queue_groups.clone().numpy()
+    out = method(v1, v2, groups)
+    q = [method.encoder(v)[1].detach().numpy() for v in (v1, v2)]
+    k = [method.momentum_encoder(v)[1].detach().numpy() for v in (v1, v2)]
+
+    def reference(qs, ks, eps):
+        qs, ks = _unit(qs), _unit(ks)
+        total = 0.0
+        for i in range(len(qs)):
+            p = (qs[i] @ ks[i] - eps) / 0.2
+            negs = [(qs[i] @ queue[j] + eps) / 0.2 for j in range(len(queue))
+                    if queue_groups[j] >= 0 and queue_groups[j] == groups[i].item()]
+            total += np.log(np.exp([p, *negs]).sum()) - p
+        return total / len(qs)
+
+    expected = 0.5 * (reference(q[0], k[1], 0.1) + reference(q[1], k[0], 0.1))
+    got = IFM(epsilon=0.1).loss(out, groups).item()
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert out["loss"].item() == pytest.approx(0.5 * (reference(q[0], k[1], 0.0) + reference(q[1], k[0], 0.0)), rel=1e-9)
+
+
+def test_ifm_options_are_validated():
+    assert objective(regularizers=[{"name": "ifm"}]).regularizers[0].model_dump() == {"name": "ifm", "weight": 0.5, "epsilon": 0.1}
+    with pytest.raises(ConfigError, match=r"objective.regularizers.0.epsilon: Input should be greater than 0"):
+        objective(regularizers=[{"name": "ifm", "epsilon": 0}])

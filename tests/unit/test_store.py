@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcl_ray.errors import ConfigError
+from mcl_ray.errors import ArtifactError, ConfigError
 from mcl_ray.plan.from_config import load_config, stage_specs
 from mcl_ray.store import ArtifactStore, cluster_key, stage_key
 
@@ -27,6 +27,81 @@ def test_entry_is_absent_until_committed_and_round_trips(tmp_path):
     assert not list((tmp_path / "store" / "stages" / "abc").glob("*.tmp-*"))  # no temp files left behind
     entry.clear()
     assert not entry.is_complete()
+
+
+class Planted:
+    """Any pickled object: loading it with weights_only=False could run code."""
+
+
+def _committed(tmp_path):
+    entry = ArtifactStore(str(tmp_path / "store")).stage("k")
+    entry.put_state("encoder.pt", {"w": torch.arange(50.0)})
+    entry.put_array("groups.npy", np.arange(40))
+    entry.commit({"stage": 1})
+    return entry, tmp_path / "store" / "stages" / "k"
+
+
+def test_commit_lists_every_file_with_size_and_checksum(tmp_path):
+    import hashlib
+    import json
+
+    entry, folder = _committed(tmp_path)
+    files = json.loads((folder / "_COMPLETE.json").read_text())["files"]
+    assert sorted(files) == ["encoder.pt", "groups.npy"]
+    for name, record in files.items():
+        data = (folder / name).read_bytes()
+        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert entry.problem(deep=True) is None
+
+
+@pytest.mark.parametrize("damage", ["garbage_marker", "marker_without_files", "deleted_file", "truncated_file"])
+def test_a_damaged_entry_counts_as_unfinished_with_a_warning(tmp_path, damage, caplog):
+    entry, folder = _committed(tmp_path)
+    if damage == "garbage_marker":
+        (folder / "_COMPLETE.json").write_text("{not json")
+    elif damage == "marker_without_files":
+        (folder / "_COMPLETE.json").write_text('{"stage": 1}')
+    elif damage == "deleted_file":
+        (folder / "groups.npy").unlink()
+    else:
+        data = (folder / "encoder.pt").read_bytes()
+        (folder / "encoder.pt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="mcl_ray"):
+        assert not entry.is_complete()
+    reason = {"garbage_marker": "unreadable", "marker_without_files": "lists no files",
+              "deleted_file": "groups.npy listed in _COMPLETE.json is missing", "truncated_file": "encoder.pt has"}[damage]
+    assert reason in caplog.text and "will be rebuilt" in caplog.text and str(folder) in caplog.text
+
+
+def test_a_same_size_change_is_caught_by_the_checksum_when_read(tmp_path):
+    entry, folder = _committed(tmp_path)
+    data = bytearray((folder / "groups.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "groups.npy").write_bytes(bytes(data))
+    assert entry.is_complete()  # sizes agree: the cheap check passes ...
+    assert "does not match its checksum" in entry.problem(deep=True)
+    with pytest.raises(ArtifactError, match=r"stages/k/groups.npy does not match the checksum"):
+        entry.get_array("groups.npy")  # ... and the read refuses it, naming entry and file
+    with pytest.raises(ArtifactError, match=r"stages/k: cannot read missing.npy"):
+        entry.get_array("missing.npy")
+
+
+def test_tensor_files_holding_pickled_objects_are_refused(tmp_path):
+    from mcl_ray.store.artifacts import load_tensors
+
+    entry = ArtifactStore(str(tmp_path)).stage("k")
+    entry.put_state("encoder.pt", {"w": torch.ones(2), "extra": Planted()})
+    with pytest.raises(ArtifactError, match=r"stages/k/encoder.pt: refused to load"):
+        entry.get_state("encoder.pt")
+    path = tmp_path / "state.pt"  # the Ray worker's epoch-checkpoint path goes through the same loader
+    torch.save({"method": {"w": torch.ones(1)}, "epoch": 3, "history": [{"loss": 1.5}], "hook": Planted()}, path)
+    with pytest.raises(ArtifactError, match="refused to load"):
+        load_tensors(path, f"epoch checkpoint {path}")
+    torch.save({"method": {"w": torch.ones(1)}, "epoch": 3, "history": [{"loss": 1.5, "stage": 1}]}, path)
+    assert load_tensors(path, "ok")["epoch"] == 3
+    path.write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="not a readable tensor file"):
+        load_tensors(path, "garbage checkpoint")
 
 
 def test_weights_load_with_weights_only(tmp_path):
@@ -87,3 +162,17 @@ def test_reuse_off_scopes_keys_to_the_run_name():
     assert keys("ray.reuse_stages=false", "name=a") != keys()
     assert keys("ray.reuse_stages=false", "name=a") == keys("ray.reuse_stages=false", "name=a")
     assert keys("ray.reuse_stages=false", "name=a") != keys("ray.reuse_stages=false", "name=b")
+
+
+def test_an_unwritable_storage_is_an_error_naming_the_path(tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(ArtifactError, match=r"cannot write .*runs/stages/k/x.npy.*output_dir / ray.storage"):
+        ArtifactStore(str(blocker)).stage("k").put_array("x.npy", np.zeros(2))
+
+
+def test_stage_one_is_shared_by_both_sampling_policies_later_stages_are_not():
+    group, mixed = (stage_specs(load_config(None, ["mcl.stages=2", f"mcl.sampling={p}"]))
+                    for p in ("group_batches", "random_batches"))
+    assert group[0].identity() == mixed[0].identity()  # no groups yet: the same ordinary batches
+    assert group[1].identity() != mixed[1].identity()

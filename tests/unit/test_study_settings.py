@@ -61,6 +61,19 @@ def test_concurrency_limit_counts_driver_workers_and_clustering_actor():
     assert concurrency_limit(gpu, trial_cpus=1, resources={"CPU": 64, "GPU": 6}) == 2  # 3 GPUs per trial
 
 
+@pytest.mark.parametrize("override, needle", [
+    ("study.metric=integrated/textur/linear", "did you mean integrated/texture/linear"),
+    ("study.metric=integrated/texture/svm", "is not reported by these trials"),
+    ("study.name=../escape", "study.name: '../escape' is not a safe folder name"),
+    ("study.name=a/b", "not a safe folder name"),
+])
+def test_study_metric_and_name_fail_at_load_naming_the_field(override, needle):
+    with pytest.raises(ConfigError) as exc:
+        load_study(RESNET, "local", [override])
+    assert needle in str(exc.value)
+    load_study(RESNET, "local", ["study.metric=stage_alone/mean/knn"])  # every reported metric is accepted
+
+
 def test_study_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="study.space.stages"):
         load_study(RESNET, "local", ["study.space.stages=[3,1]"])
@@ -78,3 +91,16 @@ def test_study_config_errors_name_the_field(tmp_path):
         for profile in ("local", "cluster"):
             study = load_study(ROOT / "studies" / "configs" / f"{name}.yaml", profile, ["study.storage=/tmp/x"])
             assert study.base_experiment().mcl.stages >= 1
+
+
+def test_a_study_that_already_ran_is_resumed_or_refused_never_doubled(tmp_path):
+    from mcl_ray.study.tuner import start_or_resume
+
+    path = tmp_path / "sweep-resnet"
+    assert start_or_resume(str(path), False, "sweep-resnet") is False  # nothing there: a fresh start
+    assert start_or_resume(str(path), True, "sweep-resnet") is False  # --resume of nothing: a fresh start too
+    path.mkdir()
+    (path / "tuner.pkl").write_bytes(b"state")  # what Tune leaves in a study it ran
+    with pytest.raises(ConfigError, match=r"study.name: study 'sweep-resnet' already ran at .*--resume"):
+        start_or_resume(str(path), False, "sweep-resnet")
+    assert start_or_resume(str(path), True, "sweep-resnet") is True

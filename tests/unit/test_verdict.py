@@ -47,3 +47,36 @@ def test_without_confirmation_the_verdict_says_it_is_one_run(tmp_path):
     text, plots = report([str(study)], "integrated/texture/linear", "max")
     assert "texture: MCL +5.0 points over the ensemble of 3 (1 run each, unconfirmed: set study.confirm_seeds)" in text
     assert any(p.name == "verdict.png" for p in plots)
+
+
+def test_report_plots_readable_axes_and_no_importances_from_a_handful_of_trials(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unittest import mock
+
+    from mcl_ray.study import report as report_module
+
+    study = tmp_path / "study"
+    for i, (temperature, texture) in enumerate([(0.1, 0.4), (0.3, 0.5), (0.5, 0.45)]):
+        trial(study, f"trial_{i}", None, texture, 0.6)
+        params = {"mcl.stages": 3, "mcl.clusters": 5 + 5 * i, "objective.temperature": temperature}
+        (study / f"trial_{i}" / "params.json").write_text(json.dumps(params))
+    axes_seen = []
+    real_save = report_module._save
+
+    def spy(fig, path):
+        axes_seen.extend((path.name, ax) for ax in fig.axes)
+        return real_save(fig, path)
+
+    with mock.patch.object(report_module, "_save", spy):
+        text, plots = report([str(study)], "integrated/texture/linear", "max")
+    assert "parameter importances: not shown (3 finished trials; fANOVA needs at least 10" in text
+    assert not any(p.name == "param_importances.png" for p in plots)
+    by_label = {ax.get_xlabel(): ax for name, ax in axes_seen if name == "metric_vs_params.png"}
+    assert by_label["temp"].get_xscale() == "log"
+    assert list(by_label["K"].get_xticks()) == [5, 10, 15]
+    stage_axes = [ax for name, ax in axes_seen if name == "metric_vs_stage.png"]
+    assert list(stage_axes[0].get_xticks()) == [1]
+    legend = [t.get_text() for t in stage_axes[0].get_legend().get_texts()]
+    assert any("K=10" in entry and "temp=0.3" in entry for entry in legend)

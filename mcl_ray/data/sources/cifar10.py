@@ -10,6 +10,9 @@ class Cifar10(DataSource):
     splits = ("train", "test")
     attributes = ("label",)
 
+    def count(self, split, *, root, seed, labels=None):
+        return {"train": 50_000, "test": 10_000}[split]
+
     def load(self, split, *, root, image_size, download, size, seed, cache_dir):
         from mcl_ray.data.readers import load_cifar
 

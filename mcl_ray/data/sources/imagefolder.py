@@ -6,6 +6,7 @@ from mcl_ray.data.registry import DATA_SOURCES, DataSource
 from mcl_ray.errors import DataError
 
 # Folders tried, in order, for a split (many data sets ship 'val' instead of 'test').
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 
 
@@ -13,6 +14,22 @@ SPLIT_DIRS = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test
 class ImageFolder(DataSource):
     splits = ("train", "test", "val")
     attributes = ("label",)
+
+    def files(self, split, *, root, seed, labels=None):
+        """Image files under the split's class folders (torchvision's extensions), without decoding."""
+        import os
+
+        directory = next((d for d in (root / f for f in SPLIT_DIRS[split]) if d.is_dir()), None)
+        if directory is None:
+            return []
+        return [
+            os.path.join(folder, f) for classdir in sorted(directory.iterdir()) if classdir.is_dir()
+            for folder, _, names in os.walk(classdir, followlinks=True) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+
+    def count(self, split, *, root, seed, labels=None):
+        directory = next((d for d in (root / f for f in SPLIT_DIRS[split]) if d.is_dir()), None)
+        return None if directory is None else len(self.files(split, root=root, seed=seed))
 
     def load(self, split, *, root, image_size, download, size, seed, cache_dir):
         from mcl_ray.data import readers

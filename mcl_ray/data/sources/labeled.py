@@ -24,26 +24,28 @@ class LabeledFiles(DataSource):
     attributes = ()  # whatever columns the table has
     labels_file = True
 
-    def load(self, split, *, root, image_size, download, size, seed, cache_dir, labels=None):
-        import numpy as np
+    def files(self, split, *, root, seed, labels=None):
+        """The split's listed image files (relative paths resolved against data.root)."""
+        if not labels:
+            return []
+        table = Path(labels).expanduser()
+        columns = read_table(table)
+        base = Path(root).expanduser()
+        return [str(p if Path(p).is_absolute() else base / p)
+                for p in (str(columns["path"][i]) for i in split_rows(columns, split, seed, table, self.splits))]
 
+    def count(self, split, *, root, seed, labels=None):
+        """Rows of the split in the table (the listed files are checked when loading)."""
+        if not labels:
+            return None
+        return len(split_rows(read_table(Path(labels).expanduser()), split, seed, Path(labels).expanduser(), self.splits))
+
+    def load(self, split, *, root, image_size, download, size, seed, cache_dir, labels=None):
         from mcl_ray.data import readers
 
         table_path = Path(labels).expanduser()
         columns = read_table(table_path)
-        n = len(columns["path"])
-        if "split" in columns:
-            splits = np.asarray([str(s).strip().lower() for s in columns["split"]])
-            unknown = sorted(str(s) for s in set(splits.tolist()) - set(self.splits))
-            if unknown:
-                raise DataError(f"{table_path}: column split has values {unknown}; use train, test or val")
-            rows = np.flatnonzero(splits == split)
-        else:
-            test = np.zeros(n, bool)
-            test[np.random.default_rng(seed).permutation(n)[: round(TEST_FRACTION * n)]] = True
-            rows = np.flatnonzero(test if split == "test" else ~test) if split != "val" else np.array([], int)
-        if rows.size == 0:
-            raise DataError(f"{table_path}: no rows for split {split!r} (column split, or the seeded 20% test split)")
+        rows = split_rows(columns, split, seed, table_path, self.splits)
         attributes = {name: encode(values, name, table_path) for name, values in columns.items() if name not in RESERVED}
         keep = readers.subsample_indices(len(rows), size, seed, f"labeled-{split}")
         if keep is not None:
@@ -56,6 +58,26 @@ class LabeledFiles(DataSource):
                             f"(relative paths are resolved against data.root = {base})")
         return readers.decode_listed(paths, {k: v[rows] for k, v in attributes.items()}, image_size, base=base,
                                      cache_dir=cache_dir, set_name=f"labeled-{split}", name="labeled")
+
+
+def split_rows(columns: dict[str, list[Any]], split: str, seed: int, table_path: Path, splits: tuple[str, ...]):
+    """Row numbers of `split`: the split column, or without one a seeded 20% test split (no val)."""
+    import numpy as np
+
+    n = len(columns["path"])
+    if "split" in columns:
+        values = np.asarray([str(s).strip().lower() for s in columns["split"]])
+        unknown = sorted(str(s) for s in set(values.tolist()) - set(splits))
+        if unknown:
+            raise DataError(f"{table_path}: column split has values {unknown}; use train, test or val")
+        rows = np.flatnonzero(values == split)
+    else:
+        test = np.zeros(n, bool)
+        test[np.random.default_rng(seed).permutation(n)[: round(TEST_FRACTION * n)]] = True
+        rows = np.flatnonzero(test if split == "test" else ~test) if split != "val" else np.array([], int)
+    if rows.size == 0:
+        raise DataError(f"{table_path}: no rows for split {split!r} (column split, or the seeded 20% test split)")
+    return rows
 
 
 def read_table(path: Path) -> dict[str, list[Any]]:

@@ -10,6 +10,9 @@ class STL10(DataSource):
     splits = ("train", "test", "unlabeled")
     attributes = ("label",)  # none on the 'unlabeled' split
 
+    def count(self, split, *, root, seed, labels=None):
+        return {"train": 5_000, "test": 8_000, "unlabeled": 100_000}[split]
+
     def load(self, split, *, root, image_size, download, size, seed, cache_dir):
         from mcl_ray.data.readers import load_stl10
 

@@ -11,6 +11,10 @@ DEFAULT_SIZE = {"train": 10_000, "test": 2_000}  # images generated when data.tr
 class Trifeature(DataSource):
     splits = ("train", "test")
     attributes = ("shape", "texture", "color")
+    generated = True
+
+    def count(self, split, *, root, seed, labels=None):
+        return DEFAULT_SIZE[split]  # when the size is null
 
     def load(self, split, *, root, image_size, download, size, seed, cache_dir):
         from mcl_ray.data import trifeature

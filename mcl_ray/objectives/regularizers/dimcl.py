@@ -1,9 +1,11 @@
 """dimcl: DimCL's dimensional contrast (Nguyen et al., 2023), mixed into any method's loss.
 
 Each projection dimension, seen across the batch, is a sample: dimension i of view 1 and dimension i of view
-2 are positives, every other dimension a negative (NT-Xent over the 2D columns). Columns are centred per
-dimension over this worker's batch first (the official code batch-normalises before the loss, per GPU) and
-L2-normalised. The paper's mix is total = (1 - weight) * base + weight * L_dim with weight 0.1, temperature 0.1.
+2 are positives, every other dimension a negative (NT-Xent over the 2D columns). With several workers the
+projections are gathered first (with gradient), so the columns span the global batch and the term is the same
+on every worker as on one process; columns are then centred per dimension (the official code batch-normalises
+before the loss) and L2-normalised. The paper's mix is total = (1 - weight) * base + weight * L_dim with weight
+0.1, temperature 0.1.
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ class DimCL(RegularizerOptions):
 
 
 def dimcl_loss(z1, z2, temperature: float):
-    """NT-Xent between the D columns of z1 [B, D] and z2 [B, D] (centred per column over the batch)."""
+    """NT-Xent between the D columns of z1 [B, D] and z2 [B, D] (centred per column over the global batch).
+
+    Every worker computes the term on the gathered batch; the gather sends each worker's rows the gradient of
+    every worker's (identical) term, so DDP's average is exactly the one-process gradient."""
+    from mcl_ray.objectives.distributed import gather_with_grad, is_distributed
     from mcl_ray.objectives.simclr import nt_xent_loss
+
+    if is_distributed():
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
 
     c1 = (z1 - z1.mean(dim=0, keepdim=True)).T
     c2 = (z2 - z2.mean(dim=0, keepdim=True)).T
