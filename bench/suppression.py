@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs, args.train_size, args.test_size = [0], 1, 600, 300
         args.backbone, args.name = "test_resnet", "suppression-quick"
+        args.workdir = f"{args.workdir}-quick"  # a run name holds one experiment: keep the smoke runs apart
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mcl_ray").setLevel(logging.INFO if args.verbose else logging.WARNING)
 

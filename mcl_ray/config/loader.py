@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from collections.abc import Hashable
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -61,7 +62,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base constructor reports unhashable keys as YAML errors
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice (first {seen[key]}, again {key_node.start_mark}); "

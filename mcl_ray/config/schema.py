@@ -145,10 +145,11 @@ class MCLConfig(Strict):
     )
     init_checkpoint: Union[str, None] = Field(None, description="encoder state dict every stage starts from (init: pretrained)")
     sampling: Literal["group_batches", "random_batches"] = Field(
-        "group_batches",
-        description="how later stages batch: group_batches (each global batch from one group, as in the official "
-        "code; leftovers packed into mixed batches) or random_batches (ordinary shuffled batches; the loss still "
-        "masks negatives to the anchor's group, so fewer negatives but batches that mix groups)",
+        "random_batches",
+        description="how later stages batch: random_batches (ordinary shuffled batches; the loss masks negatives to "
+        "the anchor's group, so fewer negatives but batches that mix groups; the default, chosen from "
+        "bench/results/randbit.json) or group_batches (each global batch from one group, as in the official code; "
+        "leftovers packed into mixed batches)",
     )
     cluster_on: Literal["backbone", "projector"] = "projector"
     integrate: Literal["backbone", "projector"] = "backbone"

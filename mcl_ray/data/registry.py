@@ -25,6 +25,7 @@ class DataSource:
     labels_file: ClassVar[bool] = False  # True: images and labels come from a table named by data.labels
     generated: ClassVar[bool] = False  # True: data.train_size / test_size is the number of images generated
     options: ClassVar[tuple[str, ...]] = ()  # data.* fields only this source reads (passed to load when set)
+    shortcuts: ClassVar[tuple[str, ...]] = ()  # attributes that measure a shortcut, left out of the mean scores
 
     def files(self, split: str, *, root: Path, seed: int, labels: str | None = None) -> list[str] | None:
         """The image files a split reads, for data read from the user's files (their manifest goes into stage

@@ -7,7 +7,10 @@ when rank 0 trains on another node. A stage of hours then shows its loss, lr and
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -15,6 +18,16 @@ import ray.train
 from mcl_ray.tracking.tensorboard import RunWriter
 
 log = logging.getLogger("mcl_ray")
+
+
+PROGRESS_FILE = "progress.json"  # {stage, epoch, epochs}: what a study console shows while a trial trains
+
+
+def write_progress(logdir: str, stage: int, epoch: int, epochs: int) -> None:
+    path = Path(logdir) / PROGRESS_FILE
+    tmp = path.with_name(f"{PROGRESS_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"stage": stage, "epoch": epoch, "epochs": epochs}))
+    tmp.replace(path)
 
 
 class LiveCurves(ray.train.UserCallback):
@@ -31,6 +44,7 @@ class LiveCurves(ray.train.UserCallback):
             if self._writer is None:
                 self._writer = RunWriter(self.logdir)
             self._writer.log_epoch(metrics[0], self.stage, self.epochs_per_stage)
+            write_progress(self.logdir, self.stage, int(metrics[0]["epoch"]), self.epochs_per_stage)
         except (OSError, ValueError, TypeError) as exc:  # a full or read-only disk must not stop training
             log.warning("TensorBoard curves: could not write epoch %s to %s: %s", metrics[0].get("epoch"), self.logdir, exc)
 

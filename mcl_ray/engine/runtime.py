@@ -87,10 +87,10 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, log_to_drive
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=log_to_driver)
         return False
     try:  # a cluster already running on this machine (e.g. the head of `ray up`): join it
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address="auto", log_to_driver=log_to_driver)
         return False
     except ConnectionError:
         pass

@@ -1,8 +1,9 @@
 """The local executor: the stage plan in this process, no Ray (what `mcl-ray train --local` runs).
 
 It writes the same artifact layout as the Ray engine, so a local run reuses stages a Ray run built and
-the reverse. Stage-level resume comes from the store (a crash in stage 3 keeps stages 1 and 2); there is
-no claim between concurrent local processes, which is harmless (the stage is rebuilt identically).
+the reverse. Stage-level resume comes from the store (a crash in stage 3 keeps stages 1 and 2), epoch-level
+resume from `<storage>/checkpoints/<key>/last.pt`; concurrent processes serialise on claim locks in the storage
+(plan/claims.py), so one trains a stage and the others reuse it.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class LocalExecutor:
             publish_stage(entry, encoder, trained.history, data.probe.images, data.test.images, spec.augment,
                           self.device, {"stage": spec.index + 1, "key": job.stage_key}, known=known)
             out.update(trained=True)
-            checkpoint.clear()  # the stage is committed: its epoch checkpoint has done its job
+            try:
+                checkpoint.clear()  # the stage is committed: its epoch checkpoint has done its job
+            except OSError as exc:  # best effort: never fail a finished stage over clean-up
+                log.warning("could not remove %s: %s", checkpoint.uri, exc)
         if job.cluster_key and not store.clusters(job.cluster_key).is_complete():
             if embeddings is None:
                 encoder = build_encoder(spec.model)

@@ -176,6 +176,7 @@ def _evaluate_stage(spec: StageSpec, store, skey, ckey, data, probe_parts, test_
 def _publish_run_stage(store: ArtifactStore, cfg, record: StageRecord, seconds: float, resumed_after: int | None) -> None:
     """The run's own view of a stage: its metrics and where the (possibly shared) artifacts are."""
     entry = store.run(cfg.name, f"stage_{record.stage}")
+    entry.uncommit()  # a rerun rewrites the files below
     entry.put_json("history.json", record.history)
     entry.put_json("metrics.json", {
         "stage": record.stage, "stage_eval": record.stage_eval, "integrated_eval": record.integrated_eval,

@@ -79,7 +79,10 @@ class Entry:
         if not self.exists(MARKER):
             return "absent"
         try:
-            files = json.loads(self._read(MARKER))["files"]
+            marker = json.loads(self._read(MARKER))
+            if "files" not in marker and "committed_at" in marker:
+                return None  # written before markers listed their files (mcl-ray 0.1): trusted as before, unverified
+            files = marker["files"]
             assert isinstance(files, dict) and all({"bytes", "sha256"} <= set(v) for v in files.values())
         except Exception:
             return f"its {MARKER} is unreadable or lists no files"
@@ -162,6 +165,12 @@ class Entry:
 
     def get_state(self, name: str) -> dict[str, torch.Tensor]:
         return load_tensors(io.BytesIO(self.get_bytes(name)), f"{self.uri}/{name}")
+
+    def uncommit(self) -> None:
+        """Remove the marker before rewriting a committed entry's files, so a crash in between never leaves a
+        marker that disagrees with them."""
+        if self.exists(MARKER):
+            self.fs.delete_file(self._file(MARKER))
 
     def commit(self, meta: dict[str, Any]) -> None:
         """Mark the entry finished, listing every file's size and SHA-256 (as stored); must be the last write."""

@@ -52,7 +52,7 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         address = args.address or os.environ.get("RAY_ADDRESS")
         profile = args.profile
         if address:
-            ensure_ray(address)
+            ensure_ray(address, log_to_driver=args.verbose)
             profile = profile or ("cluster" if ray.cluster_resources().get("GPU", 0) > 0 else "local")
         profile = profile or "local"
         study = load_study(args.config, profile, overrides)  # every field checked before a local Ray starts

@@ -128,7 +128,7 @@ def reported_metrics(cfg: ExperimentConfig) -> list[str] | None:
             return None
     kinds = ["knn", "linear"] if cfg.eval.linear else ["knn"]
     out = [f"{rep}/{a}/{k}" for rep in ("integrated", "stage_alone") for a in [*attributes, "mean"] for k in kinds]
-    return out + ["train/final_loss"]
+    return out + ["train/final_loss", "clusters/num_groups"]
 
 
 def check_metric(metric: str, cfg: ExperimentConfig) -> None:
@@ -142,7 +142,7 @@ def check_metric(metric: str, cfg: ExperimentConfig) -> None:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(f"study.metric: {metric!r} is not reported by these trials; {hint}"
                       f"they report {', '.join(m for m in known if m.startswith('integrated/'))}, the same under "
-                      "stage_alone/, and train/final_loss")
+                      "stage_alone/, train/final_loss and clusters/num_groups")
 
 
 def load_study(path: str | Path, profile: str | None = None, overrides: list[str] = ()) -> StudyConfig:

@@ -3,18 +3,22 @@
 Tune's default output printed ~1,200 lines for a 17-minute local study (a 78-line config table per trial, a
 status table every half minute). This callback prints when a trial starts (its searched settings), each stage
 it finishes (the study's metric, trained or reused, minutes), when it ends or fails, and while trials run a
-progress line at most once a minute (each running trial's stage and minutes in it). Everything else stays in
+progress line at most once a minute (each running trial's stage, its epoch when the trial's live curves are
+on this machine, and minutes in it). Everything else stays in
 Tune's files and TensorBoard; `--verbose` brings Tune's own output back.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray import tune
 
+from mcl_ray.engine.live_curves import PROGRESS_FILE
 from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY
 
 PROGRESS_EVERY_S = 60.0
@@ -30,6 +34,15 @@ def searched(config: dict[str, Any]) -> str:
     """The trial's own settings, `name value` pairs, without the constant base experiment."""
     params = {k.split(".")[-1].split("/")[-1]: v for k, v in config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
     return ", ".join(f"{k} {_short(v)}" for k, v in sorted(params.items()))
+
+
+def _epoch(trial, stage: int) -> str:
+    """', epoch e/E' from the trial's live-curves progress file, when it is on this machine and current."""
+    try:
+        progress = json.loads((Path(trial.local_path) / "curves" / PROGRESS_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return ""
+    return f", epoch {progress['epoch']}/{progress['epochs']}" if progress.get("stage") == stage else ""
 
 
 class StudyConsole(tune.Callback):
@@ -80,6 +93,7 @@ class StudyConsole(tune.Callback):
             done = (t.last_result or {}).get("stage", 0)
             planned = (t.last_result or {}).get("stages_planned", "?")
             minutes = (now - self.stage_started.get(t.trial_id, now)) / 60
-            parts.append(f"trial_{t.trial_id} in stage {done + 1}/{planned} for {minutes:.1f} min")
+            epoch = _epoch(t, done + 1)
+            parts.append(f"trial_{t.trial_id} in stage {done + 1}/{planned}{epoch} for {minutes:.1f} min")
         finished = sum(t.status == "TERMINATED" for t in trials)
         self._say(f"{finished}/{len(trials)} trials done; " + "; ".join(parts))

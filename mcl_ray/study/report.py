@@ -225,8 +225,9 @@ def report(study_dirs: list[str], metric: str | None = None, mode: str | None = 
         text += "\n\nparameter importances: " + ", ".join(f"{_short(k)} {v:.2f}" for k, v in importances.items())
     else:
         finished = sum(not math.isnan(t.value(metric)) for t in ranked)
-        text += (f"\n\nparameter importances: not shown ({finished} finished trials; fANOVA needs at least "
-                 f"{MIN_TRIALS_FOR_IMPORTANCES} to rank more than noise)")
+        why = (f"{finished} finished trials; fANOVA needs at least {MIN_TRIALS_FOR_IMPORTANCES} to rank more than noise"
+               if finished < MIN_TRIALS_FOR_IMPORTANCES else "no searched parameter that varies across every trial")
+        text += f"\n\nparameter importances: not shown ({why})"
     if len(study_dirs) == 1 and any((Path(study_dirs[0]).expanduser() / d).is_dir() for d in ("arms", "confirm")):
         from mcl_ray.study.verdict import arm_results, plot_verdict, verdict
 

@@ -18,6 +18,7 @@ import ray.tune
 from mcl_ray.config.loader import build_config, deep_merge, set_path
 from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.data.experiment_data import load_experiment_data
+from mcl_ray.data.registry import DATA_SOURCES
 from mcl_ray.engine.driver import iter_stages
 from mcl_ray.plan.arms import arm_records
 from mcl_ray.plan.from_config import data_spec
@@ -46,13 +47,14 @@ def trial_experiment(config: dict[str, Any], trial_id: str) -> ExperimentConfig:
     return build_config(merged)  # names were checked when the study loaded
 
 
-def with_means(scalars: dict[str, float]) -> dict[str, float]:
-    """Add `<repr>/mean/<metric>`: the attribute-averaged score (what a study without a target optimises)."""
+def with_means(scalars: dict[str, float], exclude: tuple[str, ...] = ()) -> dict[str, float]:
+    """Add `<repr>/mean/<metric>`: the attribute-averaged score (what a study without a target optimises),
+    leaving out `exclude` (attributes that measure a shortcut, such as RandBit's code)."""
     out = dict(scalars)
     groups: dict[tuple[str, str], list[float]] = {}
     for key, value in scalars.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[0] in ("integrated", "stage_alone"):
+        if len(parts) == 3 and parts[0] in ("integrated", "stage_alone") and parts[1] not in exclude:
             groups.setdefault((parts[0], parts[2]), []).append(value)
     for (rep, metric), values in groups.items():
         out[f"{rep}/mean/{metric}"] = float(np.mean(values))
@@ -71,7 +73,7 @@ def mcl_trainable(config: dict[str, Any]) -> None:
     try:
         for record in arm_records(cfg, arm, lambda c: iter_stages(c, progress=False, curves_dir=live), data):
             writer.log_stage(record, cfg.train.epochs)  # adds what live writing did not (reused stages)
-            metrics = with_means(stage_scalars(record))
+            metrics = with_means(stage_scalars(record), DATA_SOURCES.get(cfg.data.name)().shortcuts)
             metrics.update(
                 stage=record.stage,
                 stages_planned=cfg.mcl.stages if arm not in ("long", "ifm") else 1,

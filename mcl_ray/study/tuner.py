@@ -120,12 +120,13 @@ def build_tuner(
         )
     storage = storage_uri(study)
     store = ArtifactStore(storage)
-    store.run(s.name).put_bytes("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).encode())
     name = arm_path(study, arm)
     path = store.uri(name)
     trainable = trainable_with_resources(study)
     param_space = study_param_space(study, arm=arm)
-    if start_or_resume(path, resume, s.name):
+    resuming = start_or_resume(path, resume, s.name)  # refuses a rerun without --resume before writing anything
+    store.run(s.name).put_bytes("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).encode())
+    if resuming:
         log.info("resuming study %s: finished trials are kept, unfinished ones continue", path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
     if scheduler is None and s.scheduler == "asha":

@@ -76,7 +76,7 @@ def epoch_losses(logdir) -> list[tuple[int, float]]:
 
 
 def test_two_worker_run_keeps_ranks_on_one_group_then_reuses_everything(tmp_path, data_root):
-    cfg = config(tmp_path, data_root, "train.batch_size=32")
+    cfg = config(tmp_path, data_root, "train.batch_size=32", "mcl.sampling=group_batches")
     steps_dir = tmp_path / "steps"
     steps_dir.mkdir()
     result = run_mcl(cfg, progress=False, hooks=RunHooks(record_steps=str(steps_dir)))

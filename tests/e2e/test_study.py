@@ -79,6 +79,9 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
     first_rows = stage_rows(first)
     os.killpg(driver.pid, signal.SIGKILL)  # the study driver dies mid-study
     driver.wait()
+    console = log_path.read_text()  # the study's own one-line-per-event console, not Tune's tables
+    assert f"[mcl] {first.name} started: " in console and f"[mcl] {first.name} stage 2/2: integrated/texture/linear" in console
+    assert "Trial status:" not in console and "started with configuration" not in console
 
     study = load_study(RESNET, "local", [*TINY_STUDY, f"study.storage={storage}", f"experiment.data.root={data}"])
     from mcl_ray.study import build_tuner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcl_ray.config import load_config as load_structure
-from mcl_ray.config import parse_overrides
+from mcl_ray.config import loader, parse_overrides
 from mcl_ray.plan.from_config import load_config
 from mcl_ray.errors import ConfigError
 
@@ -101,6 +101,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
     twice.write_text("mcl: {stages: 3}\ntrain: {epochs: 5}\nmcl: {clusters: 4}\n")
     with pytest.raises(ConfigError, match="key 'mcl' appears twice"):
         load_config(twice)
+    anchors = tmp_path / "anchors.yaml"  # merge keys are not duplicates: the override wins, as in YAML
+    anchors.write_text("base: &b {stages: 3, clusters: 4}\nmcl:\n  <<: *b\n  clusters: 6\n")
+    assert loader.read_yaml(anchors)["mcl"] == {"stages": 3, "clusters": 6}
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level, got list"):
         load_config(tmp_path / "list.yaml")

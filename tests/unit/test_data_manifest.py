@@ -35,9 +35,10 @@ def test_replaced_images_change_the_key_and_a_moved_folder_keeps_it(tmp_path):
     replaced = root / "train" / "a" / "1.png"
     Image.fromarray(np.full((9, 9, 3), 200, np.uint8)).save(replaced)  # new content in place
     os.utime(replaced, ns=(1, 1))
-    assert _identity(root) != before
+    after = _identity(root)
+    assert after != before
     (root / "train" / "a" / "notes.txt").write_text("not an image")  # files the data set does not read: no change
-    assert _identity(root) == _identity(root)
+    assert _identity(root) == after
 
 
 def test_a_labels_table_is_identified_by_its_contents(tmp_path):

@@ -405,32 +405,36 @@ def test_moco_per_group_rings_match_a_deque_per_group():
     """Each group writes only its own ring of queue_size // groups slots, in batch order, keeping its latest keys."""
     from collections import deque
 
-    method = MoCo(TinyEncoder(proj_dim=1), temperature=0.2, queue_size=7)
-    method.set_stage_groups(np.array([3, 7, 20]))  # rings of 2 slots; slot 6 is never used
-    assert method.segment_size == 2 and method.queue_ptr.tolist() == [0, 0, 0]
-    rings = {g: deque(maxlen=2) for g in (3, 7, 20)}
+    method = MoCo(TinyEncoder(proj_dim=1), temperature=0.2, queue_size=26)
+    method.set_stage_groups(np.array([3, 7, 20]))  # rings of 8 slots; slots 24 and 25 are never used
+    assert method.segment_size == 8 and method.queue_ptr.tolist() == [0, 0, 0]
+    rings = {g: deque(maxlen=8) for g in (3, 7, 20)}
     rng = np.random.default_rng(0)
     value = 0.0
-    for _ in range(12):
-        groups = rng.choice([3, 7, 20], size=int(rng.integers(1, 6)))
+    for _ in range(30):
+        groups = rng.choice([3, 7, 20], size=int(rng.integers(1, 12)))
         keys = torch.arange(value, value + len(groups), dtype=torch.float32)[:, None]
         value += len(groups)
         method.enqueue(keys, torch.from_numpy(groups))
         for g, k in zip(groups.tolist(), keys[:, 0].tolist()):
             rings[g].append(k)
         for segment, g in enumerate((3, 7, 20)):
-            stored = method.queue[2 * segment: 2 * segment + 2, 0][method.queue_groups[2 * segment: 2 * segment + 2] == g]
+            ring = slice(8 * segment, 8 * segment + 8)
+            stored = method.queue[ring, 0][method.queue_groups[ring] == g]
             assert sorted(stored.tolist()) == sorted(rings[g])
-        assert method.queue_groups[6].item() == -1
+        assert (method.queue_groups[24:] == -1).all()
 
 
-def test_moco_per_group_queue_rejects_unknown_groups_and_too_small_queues():
-    method = MoCo(TinyEncoder(), temperature=0.2, queue_size=8)
+def test_moco_per_group_queue_rejects_unknown_groups_and_falls_back_when_rings_would_be_tiny(caplog):
+    method = MoCo(TinyEncoder(), temperature=0.2, queue_size=16)
     method.set_stage_groups(np.array([0, 5]))
     with pytest.raises(DataError, match="group 4"):
         method.enqueue(torch.randn(2, 4), torch.tensor([0, 4]))
-    with pytest.raises(ConfigError, match="objective.queue_size"):
-        MoCo(TinyEncoder(), temperature=0.2, queue_size=2).set_stage_groups(np.arange(3))
+    crowded = MoCo(TinyEncoder(), temperature=0.2, queue_size=4096)
+    with caplog.at_level("WARNING", logger="mcl_ray"):
+        crowded.set_stage_groups(np.arange(1000))  # rings of 4 keys: worse than sharing
+    assert crowded.segment_size == 4096 and "this stage uses one shared queue" in caplog.text
+    crowded.enqueue(torch.randn(3, 4), torch.tensor([7, 900, 7]))  # any group goes into the shared queue
     shared = MoCo(TinyEncoder(), temperature=0.2, queue_size=2, per_group_queue=False)
     shared.set_stage_groups(np.arange(3))  # one shared ring: any number of groups
     assert shared.segment_size == 2

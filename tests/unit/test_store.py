@@ -54,6 +54,14 @@ def test_commit_lists_every_file_with_size_and_checksum(tmp_path):
     assert entry.problem(deep=True) is None
 
 
+def test_markers_written_before_files_were_listed_are_still_trusted(tmp_path):
+    entry, folder = _committed(tmp_path)
+    (folder / "_COMPLETE.json").write_text('{"stage": 1, "committed_at": 1764000000.0}')  # mcl-ray 0.1's marker
+    assert entry.is_complete()  # a stage cache from the previous version is not thrown away
+    entry.uncommit()
+    assert not entry.is_complete() and (folder / "encoder.pt").exists()
+
+
 @pytest.mark.parametrize("damage", ["garbage_marker", "marker_without_files", "deleted_file", "truncated_file"])
 def test_a_damaged_entry_counts_as_unfinished_with_a_warning(tmp_path, damage, caplog):
     entry, folder = _committed(tmp_path)

@@ -45,3 +45,19 @@ def test_progress_lines_are_throttled():
     for step in range(50):
         console.on_step_end(step, [_trial("ab12")])
     assert out.getvalue() == ""
+
+
+def test_progress_shows_the_epoch_from_the_trials_live_curves(tmp_path):
+    from mcl_ray.engine.live_curves import write_progress
+
+    trial = _trial("ab12", last_result={"stage": 1, "stages_planned": 3})
+    trial.local_path = str(tmp_path)
+    (tmp_path / "curves").mkdir()
+    write_progress(str(tmp_path / "curves"), stage=2, epoch=3, epochs=8)
+    out = io.StringIO()
+    StudyConsole("mcl", "m", out=out, progress_every_s=0.0).on_step_end(0, [trial])
+    assert "trial_ab12 in stage 2/3, epoch 3/8 for" in out.getvalue()
+    write_progress(str(tmp_path / "curves"), stage=1, epoch=8, epochs=8)  # an older stage's file: no epoch shown
+    out = io.StringIO()
+    StudyConsole("mcl", "m", out=out, progress_every_s=0.0).on_step_end(0, [trial])
+    assert "in stage 2/3 for" in out.getvalue()

@@ -104,3 +104,12 @@ def test_a_study_that_already_ran_is_resumed_or_refused_never_doubled(tmp_path):
     with pytest.raises(ConfigError, match=r"study.name: study 'sweep-resnet' already ran at .*--resume"):
         start_or_resume(str(path), False, "sweep-resnet")
     assert start_or_resume(str(path), True, "sweep-resnet") is True
+
+
+def test_mean_scores_leave_out_shortcut_attributes():
+    from mcl_ray.data.registry import DATA_SOURCES
+    from mcl_ray.study.trainable import with_means
+
+    scalars = {"integrated/shape/knn": 0.6, "integrated/texture/knn": 0.4, "integrated/code/knn": 0.9}
+    assert with_means(scalars)["integrated/mean/knn"] == pytest.approx(0.6333, abs=1e-4)
+    assert with_means(scalars, DATA_SOURCES.get("randbit")().shortcuts)["integrated/mean/knn"] == pytest.approx(0.5)

@@ -12,6 +12,7 @@ class RandBit(DataSource):
     attributes = ("shape", "texture", "color", "code")
     generated = True
     options = ("bits",)
+    shortcuts = ("code",)  # how much of the bits a representation holds: not content, so not in the means
 
     def count(self, split, *, root, seed, labels=None):
         return DEFAULT_SIZE[split]
