@@ -47,14 +47,17 @@ def _epoch(trial, stage: int) -> str:
 
 class StudyConsole(tune.Callback):
     def __init__(self, arm: str, metric: str, out: TextIO | None = None, progress_every_s: float = PROGRESS_EVERY_S):
-        self.arm, self.metric, self.out = arm, metric, out or sys.stdout
+        self.arm, self.metric, self._out = arm, metric, out  # None: whatever sys.stdout is when printing
         self.progress_every_s = progress_every_s
         self.started: dict[str, float] = {}
         self.stage_started: dict[str, float] = {}
         self.last_progress = time.monotonic()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_out": None}  # Tune pickles its callbacks with the tuner; streams do not pickle
+
     def _say(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')}  [{self.arm}] {text}", file=self.out, flush=True)
+        print(f"{time.strftime('%H:%M:%S')}  [{self.arm}] {text}", file=self._out or sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         now = time.monotonic()

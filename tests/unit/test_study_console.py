@@ -61,3 +61,18 @@ def test_progress_shows_the_epoch_from_the_trials_live_curves(tmp_path):
     out = io.StringIO()
     StudyConsole("mcl", "m", out=out, progress_every_s=0.0).on_step_end(0, [trial])
     assert "in stage 2/3 for" in out.getvalue()
+
+
+def test_the_console_pickles_with_the_tuner_whatever_stdout_is(monkeypatch):
+    import pickle
+    import sys
+
+    class Unpicklable(io.StringIO):
+        def __reduce__(self):
+            raise TypeError("cannot pickle a terminal")
+
+    monkeypatch.setattr(sys, "stdout", Unpicklable())
+    console = StudyConsole("mcl", "m")
+    clone = pickle.loads(pickle.dumps(console))
+    clone._say("hello")
+    assert sys.stdout.getvalue().endswith("[mcl] hello\n")
