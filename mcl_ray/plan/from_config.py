@@ -18,7 +18,7 @@ from mcl_ray.config import loader
 from mcl_ray.config.schema import ExperimentConfig, ObjectiveConfig
 from mcl_ray.data.augment_spec import AugmentSpec
 from mcl_ray.data.spec import DataSpec
-from mcl_ray.data.registry import DATA_SOURCES
+from mcl_ray.data.registry import DATA_SOURCES, DataSource
 from mcl_ray.errors import ConfigError
 from mcl_ray.eval.spec import EvalSpec
 from mcl_ray.mcl.spec import ClusteringSpec
@@ -96,6 +96,11 @@ def _check_generated_size(cfg: ExperimentConfig) -> None:
                           f"need {need / 2**30:.0f} GiB of memory, more than this machine's {have / 2**30:.0f} GiB")
 
 
+def _largest_k(cfg: ExperimentConfig) -> int:
+    """The most clusters any clustering step of the run makes (0 without clustering)."""
+    return max((cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1)), default=0)
+
+
 def _check_clusters(cfg: ExperimentConfig) -> None:
     """K-means cannot make more clusters than there are training images: say so before stage 1 trains."""
     if cfg.mcl.stages < 2:
@@ -103,11 +108,11 @@ def _check_clusters(cfg: ExperimentConfig) -> None:
     source = DATA_SOURCES.get(cfg.data.name)()
     if cfg.data.train_size is not None:
         images = cfg.data.train_size
-    elif source.labels_file or cfg.data.name == "imagefolder":
-        return  # counting a folder or table is validate's job, not every config load's
+    elif type(source).files is not DataSource.files:
+        return  # the user's own files: counting them is validate's job, not every config load's
     else:
         images = source.count(cfg.data.pretrain_split, root=Path(cfg.data.root).expanduser(), seed=cfg.data.seed)
-    biggest = max(cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1))
+    biggest = _largest_k(cfg)
     if images is not None and biggest > images:
         raise ConfigError(f"mcl.clusters: {biggest} clusters but only {images} training images "
                           "(data.train_size); k-means needs at least one image per cluster")
@@ -123,13 +128,16 @@ def data_sizes(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     source = DATA_SOURCES.get(d.name)()
     root = Path(d.root).expanduser()
     sets = {"pretrain": (d.pretrain_split, d.train_size), "probe": ("train", d.train_size), "test": ("test", d.test_size)}
+    counts: dict[str, int | None] = {}  # per split: pretrain and probe usually share one (a folder walked once)
     out = {}
     for name, (split, cap) in sets.items():
+        if split not in counts:
+            counts[split] = source.count(split, root=root, seed=d.seed, labels=d.labels)
         if source.generated:
-            used = source.count(split, root=root, seed=d.seed) if cap is None else cap
+            used = counts[split] if cap is None else cap
             out[name] = {"split": split, "available": used, "used": used, "note": "generated"}
             continue
-        available = source.count(split, root=root, seed=d.seed, labels=d.labels)
+        available = counts[split]
         used = available if cap is None else (cap if available is None else min(cap, available))
         if available is None:
             note = "size known once loaded" + ("" if cap is None else f"; at most {cap}")
@@ -151,7 +159,7 @@ def check_data_sizes(cfg: ExperimentConfig, sizes: dict[str, dict[str, Any]]) ->
             field = "data.test_size" if name == "test" else "data.train_size"
             problems.append(f"{field}: {s['cap']} asks for more than the {s['available']} images of "
                             f"{cfg.data.name}'s {s['split']} split (null uses all)")
-    biggest = max((cfg.mcl.clusters_after(s) for s in range(cfg.mcl.stages - 1)), default=0)
+    biggest = _largest_k(cfg)
     used = sizes["pretrain"]["used"]
     if used is not None and biggest > used:
         problems.append(f"mcl.clusters: {biggest} clusters but only {used} training images")
