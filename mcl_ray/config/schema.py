@@ -104,12 +104,14 @@ class AugmentConfig(Strict):
 
 class ModelConfig(Strict):
     backbone: str = "resnet18"
-    pretrained: bool = False
+    pretrained: Union[bool, str] = Field(False, description="timm: true for timm's weights; open_clip: a pretrained tag (openai, ...)")
     cifar_stem: Union[bool, Literal["auto"]] = "auto"
     patch_size: Union[int, None] = Field(None, ge=1)
     head: str = Field("simclr", description="projection head: simclr, mocov2, linear, none (mcl_ray/models/heads/)")
     proj_hidden_dim: int = Field(512, ge=1)
     proj_dim: int = Field(128, ge=1)
+    lock_text: bool = Field(False, description="open_clip: freeze the text tower (as the official MCL code does)")
+    lock_image: Union[int, None] = Field(None, ge=0, description="open_clip: freeze the image tower except its last N layer groups (null: train it all)")
 
 
 class RegularizerConfig(BaseModel):
@@ -215,6 +217,9 @@ class EvalConfig(Strict):
     linear_epochs: int = Field(100, ge=1)
     online_knn_every: int = Field(1, ge=0, description="epochs between online kNN checks (0 = off)")
     online_knn_samples: int = Field(2000, ge=10, description="train/test subsample for the online kNN")
+    mmvp: Union[str, None] = Field(None, description="image-text models: an MMVP_VLM folder to score, or 'trifeature' for the generated one-attribute pairs")
+    mmvp_pairs: int = Field(50, ge=1, description="pairs per attribute of the generated (trifeature) MMVP benchmark")
+    retrieval_samples: int = Field(1000, ge=1, description="image-text models: held-out pairs for retrieval R@1 (a seeded subsample)")
 
 
 class RayConfig(Strict):

@@ -15,12 +15,14 @@ from mcl_ray.errors import DataError
 
 @dataclass
 class ImageSet:
-    """N images (uint8, N x H x W x 3) with optional integer attribute labels (name -> int64 [N])."""
+    """N images (uint8, N x H x W x 3) with optional integer attribute labels (name -> int64 [N]) and captions."""
 
     images: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = "images"
     fixed_rows: int = 0  # bottom rows every augmented view keeps as they are (a content-free code: RandBit's bits)
+    captions: list[str] | None = None  # one caption per image (image-text sources)
+    value_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> name of each label value
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -35,6 +37,9 @@ class ImageSet:
                 raise DataError(
                     f"{self.name}: attribute '{key}' has {len(values)} labels for {len(self.images)} images"
                 )
+
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise DataError(f"{self.name}: {len(self.captions)} captions for {len(self.images)} images")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -26,6 +26,7 @@ class DataSource:
     generated: ClassVar[bool] = False  # True: data.train_size / test_size is the number of images generated
     options: ClassVar[tuple[str, ...]] = ()  # data.* fields only this source reads (passed to load when set)
     shortcuts: ClassVar[tuple[str, ...]] = ()  # attributes that measure a shortcut, left out of the mean scores
+    captions: ClassVar[bool] = False  # every image comes with a caption (image-text methods train on these)
 
     def files(self, split: str, *, root: Path, seed: int, labels: str | None = None) -> list[str] | None:
         """The image files a split reads, for data read from the user's files (their manifest goes into stage
@@ -54,6 +55,10 @@ def data_source(name: str) -> DataSource:
         return DATA_SOURCES.get(name)()
     except ConfigError as exc:
         raise DataError(str(exc)) from None
+
+
+def captioned_sources() -> list[str]:
+    return [n for n in DATA_SOURCES.names() if DATA_SOURCES.get(n).captions]
 
 
 def attribute_names(name: str) -> tuple[str, ...]:

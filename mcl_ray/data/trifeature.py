@@ -51,6 +51,7 @@ COLORS: dict[str, tuple[float, float, float]] = {
 }
 BACKGROUND = (0.5, 0.5, 0.5)
 ATTRIBUTES = ("shape", "texture", "color")
+VALUE_NAMES = {"shape": SHAPES, "texture": TEXTURES, "color": tuple(COLORS)}
 
 CANVAS = 224  # published render size; the unit of all geometry below
 TEMPLATE = 128  # published shape template size
@@ -67,20 +68,25 @@ _RANDOM_TEXTURES = ("noise", "rain")
 
 
 def generate_trifeature(
-    n: int, image_size: int, seed: int, *, shape_scale: tuple[float, float] = (1.0, 1.0)
+    n: int, image_size: int, seed: int, *, shape_scale: tuple[float, float] = (1.0, 1.0),
+    labels: np.ndarray | None = None,
 ) -> ImageSet:
     """`n` balanced, shuffled Trifeature images (uint8, image_size^2 x 3) with shape/texture/color labels.
 
     The 1000 combinations are cycled, so each appears n//1000 or n//1000+1 times; the cycle is ordered so
     that every attribute on its own stays balanced to +-1 even when n is not a multiple of 1000.
-    Identical seeds give identical bytes (on the same machine and library versions).
+    Identical seeds give identical bytes (on the same machine and library versions). `labels` ([n, 3] shape,
+    texture, colour indices) renders chosen combinations instead (the MMVP-format pairs).
     """
     n = _positive_int(n, "n")
     image_size = _positive_int(image_size, "image_size")
     lo, hi = _check_scale(shape_scale)
     rng = np.random.default_rng(_seed(seed))
 
-    labels = _balanced_labels(n, rng)
+    if labels is None:
+        labels = _balanced_labels(n, rng)
+    elif labels.shape != (n, 3) or labels.min() < 0 or labels.max() >= 10:
+        raise DataError(f"trifeature labels: expected [n, 3] indices in 0..9, got shape {labels.shape}")
     shape_angle = rng.integers(-MAX_ANGLE, MAX_ANGLE, n)
     scale = rng.uniform(lo, hi, n)
     theta = np.deg2rad(shape_angle)
@@ -109,8 +115,8 @@ def generate_trifeature(
                 internal,
                 supersample,
             )
-    attributes = {name: labels[:, i].copy() for i, name in enumerate(ATTRIBUTES)}
-    return ImageSet(images=images, attributes=attributes, name="trifeature")
+    attributes = {name: np.asarray(labels[:, i], np.int64).copy() for i, name in enumerate(ATTRIBUTES)}
+    return ImageSet(images=images, attributes=attributes, name="trifeature", value_names=VALUE_NAMES)
 
 
 def load_trifeature(
@@ -135,6 +141,7 @@ def load_trifeature(
     cached = read_image_set_npz(path, "trifeature")
     if cached is not None and cached.images.shape == (n, image_size, image_size, 3):
         if set(cached.attributes) == set(ATTRIBUTES):
+            cached.value_names = VALUE_NAMES
             return cached
     if cached is not None:
         warnings.warn(f"Trifeature cache {path} does not match its key; regenerating it", stacklevel=2)

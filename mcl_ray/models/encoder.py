@@ -32,5 +32,7 @@ def build_encoder(spec: ModelSpec) -> Encoder:
         cifar_stem=spec.cifar_stem,
         patch_size=spec.patch_size,
     )
+    if spec.lock_text or spec.lock_image is not None:
+        backbone.lock(text=spec.lock_text, image_unlocked_groups=spec.lock_image)
     projector, proj_dim = build_projector(spec.head, feature_dim, spec.proj_hidden_dim, spec.proj_dim)
     return Encoder(backbone, projector, feature_dim, proj_dim)

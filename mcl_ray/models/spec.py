@@ -11,9 +11,11 @@ class ModelSpec:
 
     backbone: str
     image_size: int
-    pretrained: bool = False
+    pretrained: bool | str = False  # open_clip: a pretrained tag
     cifar_stem: bool | str = "auto"
     patch_size: int | None = None
     head: str = "simclr"
     proj_hidden_dim: int = 512
     proj_dim: int = 128
+    lock_text: bool = False  # open_clip only: a frozen text tower
+    lock_image: int | None = None  # open_clip only: freeze the image tower but for its last N groups

@@ -34,8 +34,11 @@ class ContrastiveMethod(nn.Module):
         self.temperature = float(temperature)
         self.gather = bool(gather)
 
-    def prepare(self, batch: Tensor, augment: Callable[[Tensor], Tensor]) -> tuple[Tensor, ...]:
-        """This method's inputs from a batch of images: two independently augmented views."""
+    needs_captions = False  # image-text methods: the trainer passes each image's tokenised caption to prepare()
+
+    def prepare(self, batch: Tensor, augment: Callable[[Tensor], Tensor], texts: Tensor | None = None) -> tuple[Tensor, ...]:
+        """This method's inputs from a batch of images (and their caption tokens, for image-text methods): two
+        independently augmented views by default."""
         return augment(batch), augment(batch)
 
     def forward(self, *inputs: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:

@@ -23,6 +23,7 @@ class MethodOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     uses_negatives: ClassVar[bool] = True
     representations: ClassVar[tuple[str, ...]] = ("backbone", "projector")
+    needs_captions: ClassVar[bool] = False  # image-text methods (clip): the data must caption every image
 
     def build(self, encoder: Any, *, temperature: float, gather: bool) -> Any:
         """The torch module (a ContrastiveMethod) around `encoder`."""

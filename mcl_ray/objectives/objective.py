@@ -23,8 +23,12 @@ class Objective(nn.Module):
     def encoder(self) -> nn.Module:
         return self.method.encoder
 
-    def prepare(self, batch: Tensor, augment) -> tuple[Tensor, ...]:
-        return self.method.prepare(batch, augment)
+    @property
+    def needs_captions(self) -> bool:
+        return self.method.needs_captions
+
+    def prepare(self, batch: Tensor, augment, texts: Tensor | None = None) -> tuple[Tensor, ...]:
+        return self.method.prepare(batch, augment, texts) if texts is not None else self.method.prepare(batch, augment)
 
     def forward(self, *inputs: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         """{'loss': total, 'method': method loss, 'reg/<name>': each term} (only 'loss' without regularisers)."""

@@ -65,9 +65,11 @@ def ifm_config(cfg):
 
 def iter_arm(cfg, arm: str, run: Callable[[object], Iterable[StageRecord]], *,
              features: Callable[[StageRecord, str], tuple[np.ndarray, np.ndarray]],
-             evaluate: Callable[[np.ndarray, np.ndarray], dict]) -> Iterator[StageRecord]:
+             evaluate: Callable[[np.ndarray, np.ndarray], dict],
+             integrated_extra: Callable[[StageRecord], dict] | None = None) -> Iterator[StageRecord]:
     """The records `arm` reports. features(record, representation) -> (probe, test) stored embeddings of a
-    finished stage; evaluate(probe, test) scores a representation like the stage plan does."""
+    finished stage; evaluate(probe, test) scores a representation like the stage plan does; integrated_extra(record)
+    adds an ensemble member to scores that integrate more than embeddings (image-text: the text features too)."""
     if arm == "mcl":
         yield from run(cfg)
     elif arm == "long":
@@ -81,9 +83,12 @@ def iter_arm(cfg, arm: str, run: Callable[[object], Iterable[StageRecord]], *,
             probe, test = features(record, cfg.mcl.integrate)
             probe_parts.append(probe)
             test_parts.append(test)
+            integrated_eval = evaluate(integrate(probe_parts), integrate(test_parts))
+            for name, values in (integrated_extra(record) if integrated_extra else {}).items():
+                integrated_eval.setdefault(name, {}).update(values)
             yield StageRecord(
                 stage=member + 1, history=record.history, stage_eval=record.stage_eval,
-                integrated_eval=evaluate(integrate(probe_parts), integrate(test_parts)), cluster=None,
+                integrated_eval=integrated_eval, cluster=None,
                 path=record.path, reused=record.reused, keys=record.keys,
             )
     else:
@@ -103,4 +108,17 @@ def arm_records(cfg, arm: str, run: Callable[[object], Iterable[StageRecord]], d
         entry = store.stage(record.keys["stage"])
         return entry.get_array(f"probe_{representation}.npy"), entry.get_array(f"test_{representation}.npy")
 
-    return iter_arm(cfg, arm, run, features=features, evaluate=lambda probe, test: evaluate(spec, probe, test, data))
+    extra = None
+    if arm == "ensemble":
+        from mcl_ray.plan.from_config import stage_specs
+        from mcl_ray.plan.sequence import image_text_evaluation, image_text_scores
+
+        first = stage_specs(cfg)[0]
+        image_text = image_text_evaluation(first, data)
+        if image_text is not None:
+            def extra(record: StageRecord) -> dict:
+                entry = store.stage(record.keys["stage"])
+                return image_text_scores(first, entry, image_text, entry.get_array(f"test_{cfg.mcl.integrate}.npy"))[1]
+
+    return iter_arm(cfg, arm, run, features=features, evaluate=lambda probe, test: evaluate(spec, probe, test, data),
+                    integrated_extra=extra)

@@ -18,7 +18,7 @@ from mcl_ray.config import loader
 from mcl_ray.config.schema import ExperimentConfig, ObjectiveConfig
 from mcl_ray.data.augment_spec import AugmentSpec
 from mcl_ray.data.spec import DataSpec
-from mcl_ray.data.registry import DATA_SOURCES, DataSource
+from mcl_ray.data.registry import DATA_SOURCES, DataSource, captioned_sources
 from mcl_ray.errors import ConfigError
 from mcl_ray.eval.spec import EvalSpec
 from mcl_ray.mcl.spec import ClusteringSpec
@@ -170,6 +170,18 @@ def check_data_sizes(cfg: ExperimentConfig, sizes: dict[str, dict[str, Any]]) ->
 def _check_model(cfg: ExperimentConfig) -> None:
     HEADS.check(cfg.model.head)
     check_backbone_name(cfg.model.backbone)
+    m = cfg.model
+    if not is_image_text_model(m.backbone):
+        if isinstance(m.pretrained, str):
+            raise ConfigError(f"model.pretrained: a tag ({m.pretrained!r}) is for open_clip models; timm backbones take "
+                              "true/false (name a timm tag in model.backbone, e.g. vit_small_patch16_224.augreg_in21k)")
+        for field, value in (("lock_text", m.lock_text), ("lock_image", m.lock_image)):
+            if value not in (False, None):
+                raise ConfigError(f"model.{field}: only open_clip models (model.backbone: open_clip:...) have towers to lock")
+
+
+def is_image_text_model(backbone: str) -> bool:
+    return backbone.strip().lower().startswith("open_clip:")
 
 
 def _check_optimizer(cfg: ExperimentConfig) -> None:
@@ -187,6 +199,16 @@ def _check_objective(cfg: ExperimentConfig) -> None:
         value = getattr(cfg.mcl, field)
         if value not in representations:
             raise ConfigError(f"mcl.{field}: objective {spec.name!r} exposes {', '.join(representations)}, not {value!r}")
+    if spec.options.needs_captions:
+        if not is_image_text_model(cfg.model.backbone):
+            raise ConfigError(f"objective.name: {spec.name!r} trains an image-text model; set model.backbone to an "
+                              "open_clip model (open_clip:mcl-tiny, open_clip:ViT-B-32, ...)")
+        if cfg.model.head != "none":
+            raise ConfigError(f"model.head: objective {spec.name!r} uses the model's own image-text embedding; set "
+                              "model.head: none")
+        if not DATA_SOURCES.get(cfg.data.name).captions:
+            raise ConfigError(f"data.name: objective {spec.name!r} needs a caption per image, and {cfg.data.name!r} has "
+                              f"none; captioned sources: {', '.join(captioned_sources())}")
     if cfg.mcl.stages > 1 and not spec.options.uses_negatives:
         raise ConfigError(f"mcl.stages: objective {spec.name!r} uses no negatives, so MCL's groups would change nothing; "
                           "set mcl.stages: 1")
@@ -266,7 +288,8 @@ def model_spec(cfg: ExperimentConfig) -> ModelSpec:
     m = cfg.model
     return ModelSpec(backbone=m.backbone, image_size=cfg.data.image_size, pretrained=m.pretrained,
                      cifar_stem=m.cifar_stem, patch_size=m.patch_size, head=m.head,
-                     proj_hidden_dim=m.proj_hidden_dim, proj_dim=m.proj_dim)
+                     proj_hidden_dim=m.proj_hidden_dim, proj_dim=m.proj_dim, lock_text=m.lock_text,
+                     lock_image=m.lock_image)
 
 
 def train_spec(cfg: ExperimentConfig) -> TrainSpec:
@@ -281,7 +304,7 @@ def train_spec(cfg: ExperimentConfig) -> TrainSpec:
 def eval_spec(cfg: ExperimentConfig) -> EvalSpec:
     e = cfg.eval
     return EvalSpec(knn_k=e.knn_k, knn_temperature=e.knn_temperature, linear=e.linear, linear_epochs=e.linear_epochs,
-                    seed=cfg.seed)
+                    seed=cfg.seed, mmvp=e.mmvp, mmvp_pairs=e.mmvp_pairs, retrieval_samples=e.retrieval_samples)
 
 
 def stage_seed(cfg: ExperimentConfig, stage: int) -> int:

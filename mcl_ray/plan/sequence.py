@@ -119,6 +119,7 @@ def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: 
     previous_stage: str | None = None
     probe_parts: list[np.ndarray] = []
     test_parts: list[np.ndarray] = []
+    image_text = image_text_evaluation(specs[0], data)
     for spec in specs:
         stage, t0 = spec.index, time.perf_counter()
         carried = previous_stage if spec.init == "previous" else None
@@ -143,7 +144,7 @@ def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: 
                 )
                 out = executor.build(job, data)
         reused = {"stage": not out.get("trained", False), "clusters": None if last else not out.get("cluster")}
-        record = _evaluate_stage(spec, store, skey, ckey, data, probe_parts, test_parts, reused)
+        record = _evaluate_stage(spec, store, skey, ckey, data, probe_parts, test_parts, reused, image_text)
         record.path = run.path + f"/stage_{stage + 1}"
         seconds = time.perf_counter() - t0
         _publish_run_stage(store, cfg, record, seconds, out.get("resumed_after_epoch"))
@@ -154,17 +155,53 @@ def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: 
         previous_clusters, previous_stage = ckey, skey
 
 
-def _evaluate_stage(spec: StageSpec, store, skey, ckey, data, probe_parts, test_parts, reused) -> StageRecord:
+def image_text_evaluation(spec: StageSpec, data: ExperimentData):
+    """The run's image-text evaluation when its model has a text tower (open_clip), else None."""
+    from mcl_ray.plan.from_config import is_image_text_model
+
+    if not is_image_text_model(spec.model.backbone):
+        return None
+    from pathlib import Path
+
+    from mcl_ray.plan.image_text import ImageTextEvaluation
+
+    cache = Path(spec.data.cache_dir or Path(spec.data.root) / "cache").expanduser()
+    return ImageTextEvaluation(spec.eval, data, cache)
+
+
+def image_text_scores(spec: StageSpec, s_entry, image_text, test_features) -> tuple[dict, dict]:
+    """One stage's image-text scores (alone, integrated), from its stored weights."""
+    from mcl_ray.models.encoder import build_encoder
+
+    encoder = build_encoder(spec.model)
+    encoder.load_state_dict(s_entry.get_state("encoder.pt"))
+    return image_text.add_stage(encoder.backbone, test_features, spec.augment)
+
+
+def _merge(scores: dict[str, dict[str, float]], more: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    out = {k: dict(v) for k, v in scores.items()}
+    for name, values in more.items():
+        out.setdefault(name, {}).update(values)
+    return out
+
+
+def _evaluate_stage(spec: StageSpec, store, skey, ckey, data, probe_parts, test_parts, reused,
+                    image_text=None) -> StageRecord:
     s_entry = store.stage(skey)
     kind = spec.integrate
     probe, test = s_entry.get_array(f"probe_{kind}.npy"), s_entry.get_array(f"test_{kind}.npy")
     probe_parts.append(probe)
     test_parts.append(test)
+    stage_eval = evaluate(spec.eval, probe, test, data)
+    integrated_eval = evaluate(spec.eval, integrate(probe_parts), integrate(test_parts), data)
+    if image_text is not None:
+        alone, together = image_text_scores(spec, s_entry, image_text, test)
+        stage_eval, integrated_eval = _merge(stage_eval, alone), _merge(integrated_eval, together)
     return StageRecord(
         stage=spec.index + 1,
         history=s_entry.get_json("history.json"),
-        stage_eval=evaluate(spec.eval, probe, test, data),
-        integrated_eval=evaluate(spec.eval, integrate(probe_parts), integrate(test_parts), data),
+        stage_eval=stage_eval,
+        integrated_eval=integrated_eval,
         cluster=store.clusters(ckey).get_json("stats.json") if ckey else None,
         path="",
         reused=reused,

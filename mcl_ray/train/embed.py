@@ -30,3 +30,17 @@ def embed_images(
         projs.append(z.float().cpu().numpy())
     encoder.train(was_training)
     return {"backbone": np.concatenate(feats), "projector": np.concatenate(projs)}
+
+
+@torch.no_grad()
+def embed_texts(towers: torch.nn.Module, texts: list[str], *, device: torch.device | str = "cpu",
+                batch_size: int = 512) -> np.ndarray:
+    """[N, D] float32 text embeddings (eval mode, no grad) of an image-text model's text tower."""
+    was_training = towers.training
+    towers.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = towers.tokenize(texts[start : start + batch_size]).to(device)
+        out.append(towers.encode_text(tokens).float().cpu().numpy())
+    towers.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from mcl_ray.data.augment import BatchAugment
 from mcl_ray.data.base import ImageSet
-from mcl_ray.errors import ConfigError, TrainingError
+from mcl_ray.errors import ConfigError, DataError, TrainingError
 from mcl_ray.eval.knn import knn_accuracy
 from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
 from mcl_ray.models.encoder import Encoder, build_encoder
@@ -148,6 +148,7 @@ def train_stage(
         history = list(resume_state.get("history", []))
 
     images = torch.from_numpy(np.ascontiguousarray(train_set.images))
+    texts = caption_tokens(objective, encoder, train_set)
     group_ids = torch.from_numpy(np.zeros(len(train_set), np.int64) if groups is None else np.asarray(groups, np.int64))
     use_amp = train.amp and device.type == "cuda"
     if ctx.is_main and groups is not None:
@@ -162,7 +163,7 @@ def train_stage(
             scheduler.step_update(global_step)
             index = torch.as_tensor(idx, dtype=torch.long)
             batch = images[index].to(device, non_blocking=True)
-            inputs = objective.prepare(batch, augment)
+            inputs = objective.prepare(batch, augment, None if texts is None else texts[index].to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 losses = model(*inputs, groups=group_ids[index].to(device))
             loss = losses["loss"]
@@ -214,6 +215,16 @@ def train_stage(
             })
     embeddings = embed_images(encoder, train_set.images, spec.augment, device=device) if embed else None
     return StageResult(encoder=encoder, history=history, embeddings=embeddings)
+
+
+def caption_tokens(objective, encoder: Encoder, train_set: ImageSet) -> torch.Tensor | None:
+    """Every training caption tokenised once ([N, context] token ids) for image-text methods; None otherwise."""
+    if not objective.needs_captions:
+        return None
+    if train_set.captions is None:
+        raise DataError(f"{train_set.name}: objective {objective.spec.name!r} needs a caption per image and this data "
+                        "set has none")
+    return encoder.backbone.tokenize(train_set.captions)
 
 
 def online_knn(encoder: Encoder, probe: OnlineProbe, spec, device: torch.device) -> dict[str, float]:

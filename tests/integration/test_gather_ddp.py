@@ -170,6 +170,34 @@ def _check_moco_in_ddp_enqueues_the_global_batch(rank: int) -> None:
     torch.testing.assert_close(state, other)
 
 
+def _check_gathered_clip(rank: int, sizes: list[int]) -> None:
+    """CLIP's image->text and text->image terms over the global batch (group-masked): the averaged workers'
+    losses and gradients, the logit scale's too, equal the single-process full-batch ones."""
+    from mcl_ray.objectives.clip import clip_loss
+
+    total, rows = sum(sizes), _slice(rank, sizes)
+    gen = torch.Generator().manual_seed(total + 5)
+    image_full = torch.randn(total, 6, generator=gen, dtype=torch.float64)
+    text_full = torch.randn(total, 6, generator=gen, dtype=torch.float64)
+    groups = torch.tensor([0, 1, 0, 1, 1, 0, 2, 1][:total])
+    ref_image, ref_text = image_full.clone().requires_grad_(), text_full.clone().requires_grad_()
+    ref_scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    expected = clip_loss(ref_image, ref_text, ref_scale, groups)
+    expected.backward()
+    image, text = image_full[rows].clone().requires_grad_(), text_full[rows].clone().requires_grad_()
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    local = clip_loss(image, text, scale, groups[rows], gather=True)
+    (local / WORLD).backward()
+    combined = local.detach().clone()
+    dist.all_reduce(combined)
+    torch.testing.assert_close(combined / WORLD, expected.detach())
+    torch.testing.assert_close(image.grad, ref_image.grad[rows])
+    torch.testing.assert_close(text.grad, ref_text.grad[rows])
+    scale_grad = scale.grad.clone()
+    dist.all_reduce(scale_grad)  # DDP sums (then averages) the shared parameter's gradient
+    torch.testing.assert_close(scale_grad, ref_scale.grad)
+
+
 def _worker(rank: int, port: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -183,6 +211,8 @@ def _worker(rank: int, port: int) -> None:
         _check_moco_ddp_gradient_is_the_full_batch_gradient(rank)
         _check_gathered_dimcl(rank, [4, 4])
         _check_gathered_dimcl(rank, [5, 3])
+        _check_gathered_clip(rank, [4, 4])
+        _check_gathered_clip(rank, [5, 3])
     finally:
         dist.destroy_process_group()
 
