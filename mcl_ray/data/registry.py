@@ -89,7 +89,7 @@ def load_dataset(
         raise DataError(f"{name}: unknown split {split!r}; choose one of {', '.join(source.splits)}")
     if bool(labels) != source.labels_file:
         raise DataError(f"{name}: data.labels " + ("is required (the table listing the images and their labels)"
-                                                   if source.labels_file else "is only used by data.name: labeled"))
+                                                   if source.labels_file else "is only used by data.name: labeled or imagetext"))
     unknown = sorted(k for k, v in options.items() if v is not None and k not in source.options)
     if unknown:
         raise DataError(f"{name}: data.{unknown[0]} is not used by this data set")

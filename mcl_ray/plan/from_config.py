@@ -66,7 +66,7 @@ def _check_data(cfg: ExperimentConfig) -> None:
     source = DATA_SOURCES.get(cfg.data.name)
     if bool(cfg.data.labels) != source.labels_file:
         raise ConfigError("data.labels: " + (f"{cfg.data.name} needs the table listing its images and labels"
-                                             if source.labels_file else f"only used by data.name: labeled, not {cfg.data.name}"))
+                                             if source.labels_file else f"only used by data.name: labeled or imagetext, not {cfg.data.name}"))
     if cfg.data.bits is not None and "bits" not in source.options:
         raise ConfigError(f"data.bits: only used by data.name: randbit, not {cfg.data.name}")
     if cfg.data.pretrain_split not in source.splits:

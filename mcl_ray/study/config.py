@@ -120,15 +120,36 @@ def reported_metrics(cfg: ExperimentConfig) -> list[str] | None:
     source = DATA_SOURCES.get(cfg.data.name)()
     attributes = list(source.attributes)
     if source.labels_file:
-        from mcl_ray.data.sources.labeled import RESERVED, read_table
-
         try:
-            attributes = [c for c in read_table(Path(cfg.data.labels).expanduser()) if c not in RESERVED]
+            attributes = source.table_attributes(cfg.data.labels)
         except Exception:  # the table's own errors surface when the data loads
             return None
     kinds = ["knn", "linear"] if cfg.eval.linear else ["knn"]
     out = [f"{rep}/{a}/{k}" for rep in ("integrated", "stage_alone") for a in [*attributes, "mean"] for k in kinds]
+    from mcl_ray.plan.from_config import is_image_text_model
+
+    if is_image_text_model(cfg.model.backbone):
+        out += [f"{rep}/{m}" for rep in ("integrated", "stage_alone") for m in image_text_metrics(cfg, attributes)]
     return out + ["train/final_loss", "clusters/num_groups"]
+
+
+def image_text_metrics(cfg: ExperimentConfig, attributes: list[str]) -> list[str]:
+    """What plan/image_text.py adds for an image-text model: zero-shot per named attribute, retrieval, MMVP."""
+    out = [f"{a}/zeroshot" for a in [*attributes, "mean"]] + ["retrieval/i2t_r1", "retrieval/t2i_r1"]
+    if cfg.eval.mmvp:
+        categories = attributes
+        if cfg.eval.mmvp != "trifeature":
+            import csv
+
+            from mcl_ray.plan.image_text import category_key
+
+            try:
+                with (Path(cfg.eval.mmvp).expanduser() / "Questions.csv").open(newline="") as fh:
+                    categories = list(dict.fromkeys(category_key(r[1]) for r in list(csv.reader(fh))[1:] if len(r) > 1))
+            except OSError:
+                categories = []  # the folder's own errors surface when the run loads it
+        out += [f"{c}/mmvp" for c in [*categories, "mean"]] + ["mmvp/pairs"]
+    return out
 
 
 def check_metric(metric: str, cfg: ExperimentConfig) -> None:

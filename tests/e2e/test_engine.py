@@ -205,3 +205,26 @@ def test_a_ray_run_reuses_the_stages_and_clustering_of_a_local_run(tmp_path, dat
     assert [s.reused for s in on_ray.stages] == [{"stage": True, "clusters": True}, {"stage": True, "clusters": None}]
     assert [s.keys for s in on_ray.stages] == [s.keys for s in local.stages]
     assert [s.integrated_eval for s in on_ray.stages] == [s.integrated_eval for s in local.stages]
+
+
+CLIP = ["model.backbone=open_clip:mcl-tiny", "model.head=none", "objective.name=clip", "objective.temperature=0.07",
+        "mcl.cluster_on=backbone", "eval.mmvp=trifeature", "eval.mmvp_pairs=4", "eval.retrieval_samples=60"]
+
+
+def test_two_stage_clip_runs_on_two_workers_and_scores_image_text(tmp_path, data_root):
+    """Image-text MCL through the Ray engine: captions reach both ranks, both towers are stored, the run reports
+    zero-shot, MMVP-format and retrieval scores per stage and integrated, and a rerun reuses everything."""
+    cfg = config(tmp_path, data_root, *CLIP, "train.batch_size=32")
+    result = run_mcl(cfg, progress=False)
+    assert [s.reused["stage"] for s in result.stages] == [False, False]
+    state = torch.load(tmp_path / "stages" / result.stages[1].keys["stage"] / "encoder.pt", weights_only=True)
+    assert any("token_embedding" in k for k in state) and any("visual" in k for k in state)
+    assert result.stages[1].history[-1]["loss"] < result.stages[0].history[0]["loss"] + 1.0  # finite, trained
+    final = result.stages[-1].integrated_eval
+    for attribute in ("shape", "texture", "color"):
+        assert set(final[attribute]) == {"knn", "linear", "zeroshot", "mmvp"}
+    assert 0.0 <= final["mmvp"]["pairs"] <= 1.0 and set(final["retrieval"]) == {"i2t_r1", "t2i_r1"}
+    assert (data_root / "cache" / "mmvp-trifeature-px16-pairs4-seed0" / "Questions.csv").is_file()
+    again = run_mcl(cfg, progress=False)
+    assert [s.reused["stage"] for s in again.stages] == [True, True]
+    assert again.stages[-1].integrated_eval == final

@@ -90,4 +90,4 @@ def test_the_bare_command_prints_help_version_and_unknown_config_names(capsys):
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("mcl-ray 0.")
     assert main(["validate", "--config", "trifeatur"]) == 2
-    assert "--config: 'trifeatur' is neither a file nor a bundled config; bundled: trifeature" in capsys.readouterr().err
+    assert "--config: 'trifeatur' is neither a file nor a bundled config; bundled: clip_trifeature, trifeature" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from mcl_ray.data.registry import DATA_SOURCES, DataSource
 from mcl_ray.errors import DataError
 
 TEST_FRACTION = 0.2  # without a split column
-RESERVED = ("path", "split")
+RESERVED = ("path", "split", "caption")
 
 
 @DATA_SOURCES.register("labeled")
@@ -24,12 +24,19 @@ class LabeledFiles(DataSource):
     attributes = ()  # whatever columns the table has
     labels_file = True
 
+    def read(self, labels) -> tuple[Path, dict[str, list[Any]]]:
+        """The table, with its image column named `path` (and its caption column `caption`, for captioned tables)."""
+        table = Path(labels).expanduser()
+        return table, read_table(table)
+
+    def table_attributes(self, labels) -> list[str]:
+        return [c for c in self.read(labels)[1] if c not in RESERVED]
+
     def files(self, split, *, root, seed, labels=None):
         """The split's listed image files (relative paths resolved against data.root)."""
         if not labels:
             return []
-        table = Path(labels).expanduser()
-        columns = read_table(table)
+        table, columns = self.read(labels)
         base = Path(root).expanduser()
         return [str(p if Path(p).is_absolute() else base / p)
                 for p in (str(columns["path"][i]) for i in split_rows(columns, split, seed, table, self.splits))]
@@ -38,16 +45,16 @@ class LabeledFiles(DataSource):
         """Rows of the split in the table (the listed files are checked when loading)."""
         if not labels:
             return None
-        return len(split_rows(read_table(Path(labels).expanduser()), split, seed, Path(labels).expanduser(), self.splits))
+        table, columns = self.read(labels)
+        return len(split_rows(columns, split, seed, table, self.splits))
 
     def load(self, split, *, root, image_size, download, size, seed, cache_dir, labels=None):
         from mcl_ray.data import readers
 
-        table_path = Path(labels).expanduser()
-        columns = read_table(table_path)
+        table_path, columns = self.read(labels)
         rows = split_rows(columns, split, seed, table_path, self.splits)
         attributes = {name: encode(values, name, table_path) for name, values in columns.items() if name not in RESERVED}
-        keep = readers.subsample_indices(len(rows), size, seed, f"labeled-{split}")
+        keep = readers.subsample_indices(len(rows), size, seed, f"{self.name}-{split}")
         if keep is not None:
             rows = rows[keep]
         base = Path(root).expanduser()
@@ -56,8 +63,15 @@ class LabeledFiles(DataSource):
         if missing:
             raise DataError(f"{table_path}: {len(missing)} listed image files do not exist, e.g. {missing[0]} "
                             f"(relative paths are resolved against data.root = {base})")
-        return readers.decode_listed(paths, {k: v[rows] for k, v in attributes.items()}, image_size, base=base,
-                                     cache_dir=cache_dir, set_name=f"labeled-{split}", name="labeled")
+        images = readers.decode_listed(paths, {k: v[rows] for k, v in attributes.items()}, image_size, base=base,
+                                       cache_dir=cache_dir, set_name=f"{self.name}-{split}", name=self.name)
+        if "caption" in columns:
+            images.captions = [str(columns["caption"][i]) for i in rows]
+        images.value_names = {name: names for name, values in columns.items() if name not in RESERVED
+                              and (names := value_names(values)) is not None}
+        return images
+
+    name = "labeled"
 
 
 def split_rows(columns: dict[str, list[Any]], split: str, seed: int, table_path: Path, splits: tuple[str, ...]):
@@ -80,8 +94,10 @@ def split_rows(columns: dict[str, list[Any]], split: str, seed: int, table_path:
     return rows
 
 
-def read_table(path: Path) -> dict[str, list[Any]]:
-    """Columns of a CSV or Parquet file; a DataError names the file when it is missing, unreadable or lacks `path`."""
+def read_table(path: Path, *, image_columns: tuple[str, ...] = ("path",), need_attributes: bool = True) -> dict[str, list[Any]]:
+    """Columns of a CSV, TSV or Parquet file, the first of `image_columns` present renamed `path`; a DataError
+    names the file when it is missing, unreadable or has no image column. A .tsv file, or a header with tabs and
+    no commas (open_clip's default), is read tab-separated."""
     if not path.is_file():
         raise DataError(f"data.labels: file {path} does not exist")
     try:
@@ -93,20 +109,32 @@ def read_table(path: Path) -> dict[str, list[Any]]:
             import csv
 
             with path.open(newline="") as fh:
-                reader = csv.DictReader(fh)
+                header = fh.readline()
+                fh.seek(0)
+                tabs = path.suffix.lower() == ".tsv" or ("\t" in header and "," not in header)
+                reader = csv.DictReader(fh, delimiter="\t" if tabs else ",")
                 rows = list(reader)
                 columns = {name: [row[name] for row in rows] for name in reader.fieldnames or []}
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"data.labels: cannot read {path}: {exc}") from None
     except Exception as exc:  # pyarrow's own errors (ArrowInvalid, ...)
         raise DataError(f"data.labels: cannot read {path}: {exc}") from None
-    if "path" not in columns:
-        raise DataError(f"data.labels: {path} has no 'path' column (columns: {', '.join(columns)})")
+    image = next((c for c in image_columns if c in columns), None)
+    if image is None:
+        raise DataError(f"data.labels: {path} has no {' / '.join(repr(c) for c in image_columns)} column "
+                        f"(columns: {', '.join(columns)})")
+    columns = {"path": columns.pop(image), **columns}
     if not columns["path"]:
         raise DataError(f"data.labels: {path} lists no images")
-    if len(columns) == 1 + ("split" in columns):
+    if need_attributes and len(columns) == 1 + ("split" in columns) + ("caption" in columns):
         raise DataError(f"data.labels: {path} has no attribute columns besides {', '.join(RESERVED)}")
     return columns
+
+
+def value_names(values: list[Any]) -> tuple[str, ...] | None:
+    """The names behind a string attribute's codes (sorted, as `encode` numbers them); None for integer columns."""
+    text = [str(v).strip() for v in values]
+    return None if all(t.isdigit() for t in text) else tuple(sorted(set(text)))
 
 
 def encode(values: list[Any], name: str, path: Path):
