@@ -153,7 +153,8 @@ class MCLConfig(Strict):
         "bench/results/randbit.json) or group_batches (each global batch from one group, as in the official code; "
         "leftovers packed into mixed batches)",
     )
-    cluster_on: Literal["backbone", "projector"] = "projector"
+    cluster_on: Literal["backbone", "projector", "text", "joint"] = Field(
+        "projector", description="embedding clustered between stages; image-text models also text, or joint (image and text k-means, K x K groups)")
     integrate: Literal["backbone", "projector"] = "backbone"
     kmeans_iters: int = Field(20, ge=1)
     kmeans_max_points: Union[int, None] = Field(1_000_000, ge=2)

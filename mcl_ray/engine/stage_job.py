@@ -63,6 +63,7 @@ def run_stage_job(
         ray.get(actor.begin.remote(
             job_id, k=spec.clustering.k, num_samples=num_samples,
             world_size=resources.workers, seed=spec.clustering.seed, niter=spec.clustering.iters,
+            views=len(spec.clustering.views),
         ))
     loop_config = {
         "spec": spec, "checkpoint_every": checkpoint_every, "store_root": job.store_root,

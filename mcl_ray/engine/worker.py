@@ -32,7 +32,7 @@ from mcl_ray.models.encoder import build_encoder
 from mcl_ray.plan.artifacts import kmeans_sample, publish_stage
 from mcl_ray.plan.hooks import step_recorder
 from mcl_ray.store.artifacts import ArtifactStore, load_tensors
-from mcl_ray.train.embed import embed_images
+from mcl_ray.train.embed import clustering_embeddings
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
 log = logging.getLogger("mcl_ray")
@@ -118,16 +118,20 @@ def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world:
     bounds = np.linspace(0, n, world + 1).astype(int)
     start, stop = int(bounds[rank]), int(bounds[rank + 1])
     clustering = spec.clustering
-    emb = embed_images(encoder, images[start:stop], spec.augment, device=device)[clustering.on]
-    sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
-    ray.get(actor.add_sample.remote(job["job_id"], rank, sample))
+    captions = None if data.pretrain.captions is None else data.pretrain.captions[start:stop]
+    embedded = clustering_embeddings(encoder, images[start:stop], captions, clustering.views, spec.augment, device=device)
+    views = [embedded[v] for v in clustering.views]
+    for view, emb in enumerate(views):
+        sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
+        ray.get(actor.add_sample.remote(job["job_id"], rank, sample, view))
     _barrier(world)
     if rank == 0:
         ray.get(actor.fit.remote(job["job_id"]))
     _barrier(world)
-    centroids = ray.get(actor.centroids.remote(job["job_id"]))
-    labels, sq = assign(emb, centroids, use_gpu=None if device.type == "cuda" else False)
-    ray.get(actor.add_labels.remote(job["job_id"], start, labels, float(sq.sum(dtype=np.float64))))
+    for view, emb in enumerate(views):
+        centroids = ray.get(actor.centroids.remote(job["job_id"], view))
+        labels, sq = assign(emb, centroids, use_gpu=None if device.type == "cuda" else False)
+        ray.get(actor.add_labels.remote(job["job_id"], start, labels, float(sq.sum(dtype=np.float64)), view))
     _barrier(world)
     if rank != 0:
         return None

@@ -85,3 +85,15 @@ def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{name} must be integers, got dtype {labels.dtype}")
     return labels.astype(np.int64, copy=False)
+
+
+def pair_views(view_labels: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """One label per sample from several clusterings of it with K clusters each (image and text): mixed radix,
+    label = l_0 * K + l_1 (+ ...), so two samples share it iff they share every view's cluster."""
+    out = np.zeros(len(view_labels[0]), np.int64)
+    for labels in view_labels:
+        labels = _check_labels(labels, "view labels")
+        if len(labels) != len(out):
+            raise DataError(f"views label different numbers of samples: {len(labels)} and {len(out)}")
+        out = out * k + labels
+    return out

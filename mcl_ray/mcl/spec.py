@@ -8,8 +8,22 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ClusteringSpec:
     k: int
-    on: str = "projector"  # which representation: backbone or projector
+    on: str = "projector"  # which representation: backbone, projector; image-text models also text or joint
     iters: int = 20
     max_points: int | None = 1_000_000  # k-means trains on a seeded sample of at most this many rows
     gpu: bool | None = None  # None: faiss GPU when available
     seed: int = 0
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The embeddings clustered separately; 'joint' clusters image and text embeddings with K each and pairs
+        the labels (K x K groups, as CLIP-MoE builds 9 from 3 x 3)."""
+        return VIEWS[self.on]
+
+    @property
+    def groups_per_step(self) -> int:
+        """Labels one clustering step can give (K, or K^2 when joint)."""
+        return self.k ** len(self.views)
+
+
+VIEWS = {"backbone": ("backbone",), "projector": ("projector",), "text": ("text",), "joint": ("backbone", "text")}

@@ -29,7 +29,8 @@ def publish_stage(entry: Entry, encoder, history, probe_images, test_images, spe
     for split, images in (("probe", probe_images), ("test", test_images)):
         emb = (known or {}).get(split) or embed_images(encoder, images, spec, device=device)
         for kind, array in emb.items():
-            entry.put_array(f"{split}_{kind}.npy", array)
+            if kind in ("backbone", "projector"):  # image representations (a clustering may also have text ones)
+                entry.put_array(f"{split}_{kind}.npy", array)
     entry.commit(meta)
 
 

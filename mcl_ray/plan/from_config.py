@@ -197,6 +197,11 @@ def _check_objective(cfg: ExperimentConfig) -> None:
     representations = spec.options.representations
     for field in ("cluster_on", "integrate"):
         value = getattr(cfg.mcl, field)
+        if field == "cluster_on" and value in ("text", "joint"):
+            if not spec.options.needs_captions:
+                raise ConfigError(f"mcl.cluster_on: {value!r} clusters caption embeddings; objective {spec.name!r} "
+                                  "trains no text tower (use an image-text objective: clip)")
+            continue
         if value not in representations:
             raise ConfigError(f"mcl.{field}: objective {spec.name!r} exposes {', '.join(representations)}, not {value!r}")
     if spec.options.needs_captions:

@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from mcl_ray.config.loader import with_absolute_paths
 from mcl_ray.data.experiment_data import ExperimentData, load_experiment_data
 from mcl_ray.errors import ArtifactError, ConfigError
 from mcl_ray.mcl.clustering import assign, kmeans
+from mcl_ray.mcl.groups import pair_views
 from mcl_ray.models.encoder import build_encoder
 from mcl_ray.plan.artifacts import kmeans_sample, publish_clusters, publish_stage
 from mcl_ray.plan.claims import storage_claim
@@ -26,7 +29,7 @@ from mcl_ray.plan.hooks import RunHooks, step_recorder
 from mcl_ray.plan.results import ExperimentResult
 from mcl_ray.plan.sequence import StageJob, check_run_name, collect, run_stages, storage_root
 from mcl_ray.store.artifacts import ArtifactStore
-from mcl_ray.train.embed import embed_images
+from mcl_ray.train.embed import clustering_embeddings
 from mcl_ray.train.device import resolve_device
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
@@ -84,8 +87,9 @@ class LocalExecutor:
             if embeddings is None:
                 encoder = build_encoder(spec.model)
                 encoder.load_state_dict(entry.get_state("encoder.pt"))
-                embeddings = embed_images(encoder.to(self.device), data.pretrain.images, spec.augment, device=self.device)
-            out["cluster"] = cluster_all(job, embeddings[spec.clustering.on], data, store)
+                embeddings = clustering_embeddings(encoder.to(self.device), data.pretrain.images, data.pretrain.captions,
+                                                   spec.clustering.views, spec.augment, device=self.device)
+            out["cluster"] = cluster_all(job, [embeddings[v] for v in spec.clustering.views], data, store)
         return out
 
 
@@ -117,15 +121,21 @@ def _last_checkpoint(entry) -> dict | None:
         return None
 
 
-def cluster_all(job: StageJob, emb, data: ExperimentData, store: ArtifactStore) -> dict[str, Any]:
-    """k-means on the bounded sample (drawn as one Ray worker would), then every row assigned."""
+def cluster_all(job: StageJob, views: list, data: ExperimentData, store: ArtifactStore) -> dict[str, Any]:
+    """k-means of each view's embeddings on the bounded sample (drawn as one Ray worker would), then every row
+    assigned; several views (joint) pair their labels."""
     c, t0 = job.spec.clustering, time.perf_counter()
-    sample = kmeans_sample(emb, len(emb), c.max_points, c.seed, rank=0)
-    km = kmeans(sample, c.k, seed=c.seed, niter=c.iters, use_gpu=c.gpu)
-    labels, sq = (km.labels, None) if sample is emb else assign(emb, km.centroids, use_gpu=c.gpu)
-    inertia = km.inertia if sq is None else float(sq.sum(dtype="float64"))
+    labels_per_view, centroids, inertia = [], [], 0.0
+    for emb in views:
+        sample = kmeans_sample(emb, len(emb), c.max_points, c.seed, rank=0)
+        km = kmeans(sample, c.k, seed=c.seed, niter=c.iters, use_gpu=c.gpu)
+        labels, sq = (km.labels, None) if sample is emb else assign(emb, km.centroids, use_gpu=c.gpu)
+        inertia += km.inertia if sq is None else float(sq.sum(dtype="float64"))
+        labels_per_view.append(labels)
+        centroids.append(km.centroids)
     return publish_clusters(
-        store, job.cluster_key, labels=labels, centroids=km.centroids, k=c.k, previous_clusters=job.previous_clusters,
+        store, job.cluster_key, labels=pair_views(labels_per_view, c.k), k=c.groups_per_step,
+        centroids=centroids[0] if len(centroids) == 1 else np.stack(centroids), previous_clusters=job.previous_clusters,
         attributes=data.pretrain.attributes or None,
         info={"inertia": inertia, "train_points": len(sample), "seconds": time.perf_counter() - t0},
         meta={"stage": job.spec.index + 1, "key": job.cluster_key, "stage_key": job.stage_key},

@@ -28,6 +28,8 @@ class SpaceConfig(Strict):
     temperature: Union[float, Range] = Field([0.1, 0.5])
     lr: Union[float, Range] = Field([3e-4, 3e-3])
     backbones: list[str] = Field(["resnet18"], min_length=1, description="backbones of the family to try")
+    cluster_on: Union[list[Literal["backbone", "projector", "text", "joint"]], None] = Field(
+        None, min_length=1, description="embeddings to cluster between stages, as a choice (null: the experiment's mcl.cluster_on)")
 
     @field_validator("stages")
     @classmethod

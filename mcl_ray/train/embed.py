@@ -44,3 +44,13 @@ def embed_texts(towers: torch.nn.Module, texts: list[str], *, device: torch.devi
         out.append(towers.encode_text(tokens).float().cpu().numpy())
     towers.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def clustering_embeddings(encoder: torch.nn.Module, images: np.ndarray, captions: list[str] | None,
+                          views: tuple[str, ...], spec: AugmentSpec, *, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """What a clustering step reads: the image embeddings ('backbone', 'projector'), and for the views 'text'
+    the captions' embeddings by the model's text tower."""
+    out = embed_images(encoder, images, spec, device=device) if any(v != "text" for v in views) else {}
+    if "text" in views:
+        out["text"] = embed_texts(encoder.backbone, list(captions), device=device)
+    return out

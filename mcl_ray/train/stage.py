@@ -24,7 +24,7 @@ from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
 from mcl_ray.models.encoder import Encoder, build_encoder
 from mcl_ray.objectives.objective import build_objective
 from mcl_ray.train.device import resolve_device
-from mcl_ray.train.embed import embed_images
+from mcl_ray.train.embed import embed_images, embed_texts
 from mcl_ray.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("mcl_ray")
@@ -213,7 +213,11 @@ def train_stage(
             ctx.on_epoch_end(metrics, lambda e=epoch: {
                 "method": objective.state_dict(), "optimizer": optimizer.state_dict(), "epoch": e, "history": history,
             })
-    embeddings = embed_images(encoder, train_set.images, spec.augment, device=device) if embed else None
+    embeddings = None
+    if embed:
+        embeddings = embed_images(encoder, train_set.images, spec.augment, device=device)
+        if spec.clustering is not None and "text" in spec.clustering.views:
+            embeddings["text"] = embed_texts(encoder.backbone, list(train_set.captions), device=device)
     return StageResult(encoder=encoder, history=history, embeddings=embeddings)
 
 

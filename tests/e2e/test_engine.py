@@ -208,13 +208,14 @@ def test_a_ray_run_reuses_the_stages_and_clustering_of_a_local_run(tmp_path, dat
 
 
 CLIP = ["model.backbone=open_clip:mcl-tiny", "model.head=none", "objective.name=clip", "objective.temperature=0.07",
-        "mcl.cluster_on=backbone", "eval.mmvp=trifeature", "eval.mmvp_pairs=4", "eval.retrieval_samples=60"]
+        "eval.mmvp=trifeature", "eval.mmvp_pairs=4", "eval.retrieval_samples=60"]
 
 
 def test_two_stage_clip_runs_on_two_workers_and_scores_image_text(tmp_path, data_root):
     """Image-text MCL through the Ray engine: captions reach both ranks, both towers are stored, the run reports
-    zero-shot, MMVP-format and retrieval scores per stage and integrated, and a rerun reuses everything."""
-    cfg = config(tmp_path, data_root, *CLIP, "train.batch_size=32")
+    zero-shot, MMVP-format and retrieval scores per stage and integrated, and a rerun reuses everything. Joint
+    clustering: the actor runs an image and a text k-means (K=4 each) over both ranks' shards and pairs them."""
+    cfg = config(tmp_path, data_root, *CLIP, "train.batch_size=32", "mcl.cluster_on=joint")
     result = run_mcl(cfg, progress=False)
     assert [s.reused["stage"] for s in result.stages] == [False, False]
     state = torch.load(tmp_path / "stages" / result.stages[1].keys["stage"] / "encoder.pt", weights_only=True)
@@ -225,6 +226,10 @@ def test_two_stage_clip_runs_on_two_workers_and_scores_image_text(tmp_path, data
         assert set(final[attribute]) == {"knn", "linear", "zeroshot", "mmvp"}
     assert 0.0 <= final["mmvp"]["pairs"] <= 1.0 and set(final["retrieval"]) == {"i2t_r1", "t2i_r1"}
     assert (data_root / "cache" / "mmvp-trifeature-px16-pairs4-seed0" / "Questions.csv").is_file()
+    clusters = tmp_path / "clusters" / result.stages[0].keys["clusters"]
+    assert np.load(clusters / "centroids.npy").shape == (2, 4, 64)  # image and text centroids
+    groups = np.load(clusters / "groups.npy")
+    assert groups.shape == (240,) and 4 < len(np.unique(groups)) <= 16  # pairs of the two views' clusters
     again = run_mcl(cfg, progress=False)
     assert [s.reused["stage"] for s in again.stages] == [True, True]
     assert again.stages[-1].integrated_eval == final

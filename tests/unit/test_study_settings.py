@@ -45,6 +45,23 @@ def test_define_by_run_space_samples_valid_configs(per_stage):
     assert seen_stages == {1, 2, 3, 4}
 
 
+def test_cluster_on_is_a_categorical_dimension_of_multistage_trials():
+    space = SpaceConfig(stages=[1, 2], clusters=[5], temperature=0.1, lr=1e-3, backbones=["open_clip:mcl-tiny"],
+                        cluster_on=["backbone", "text", "joint"])
+    define = build_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        define(trial)
+        if trial.params.get("mcl.stages") == 2:
+            seen.add(trial.params["mcl.cluster_on"])
+        else:
+            assert "mcl.cluster_on" not in trial.params  # one stage: nothing is clustered
+        study.tell(trial, 0.0)
+    assert seen == {"backbone", "text", "joint"}
+
+
 def test_fixed_values_are_constants_not_searched():
     define = build_space(SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.2, lr=[1e-3, 1e-3], backbones=["resnet18"]))
     trial = optuna.create_study().ask()
