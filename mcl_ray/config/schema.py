@@ -80,6 +80,9 @@ class DataConfig(Strict):
     labels: Union[str, None] = Field(
         None, description="labeled: the table (CSV or Parquet) listing path, optional split, and one column per attribute"
     )
+    shards: Union[str, None] = Field(
+        None, description="webdataset: the tar shards, brace-expanded (/data/cc/{00000..00099}.tar, or a URL webdataset opens)"
+    )
     bits: Union[int, None] = Field(
         None, ge=1, le=16, description="randbit: random bits drawn into every image's bottom rows (default 8)"
     )

@@ -21,7 +21,7 @@ def load_experiment_data(data: DataSpec) -> ExperimentData:
     root = Path(data.root).expanduser()
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else root / "cache"
     common = dict(root=root, image_size=data.image_size, download=data.download, seed=data.seed, cache_dir=cache,
-                  labels=data.labels, bits=data.bits)
+                  labels=data.labels, bits=data.bits, shards=data.shards)
     probe = load_dataset(data.name, "train", size=data.train_size, **common)
     test = load_dataset(data.name, "test", size=data.test_size, **common)
     if data.pretrain_split == "train":

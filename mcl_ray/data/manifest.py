@@ -17,14 +17,15 @@ from pathlib import Path
 log = logging.getLogger("mcl_ray")
 
 
-def data_manifest(name: str, root: str, splits: tuple[str, ...], seed: int, labels: str | None) -> dict | None:
+def data_manifest(name: str, root: str, splits: tuple[str, ...], seed: int, labels: str | None, **options) -> dict | None:
     """{'digest', 'files'} of the files `name` reads for `splits` under `root` (DataSource.files); None for data
     that is not read from the user's files (generated or downloaded sets)."""
     from mcl_ray.data.registry import DATA_SOURCES
 
     source = DATA_SOURCES.get(name)()
     base = Path(root).expanduser()
-    listed = {split: source.files(split, root=base, seed=seed, labels=labels) for split in splits}
+    extra = {k: v for k, v in options.items() if v is not None and k in source.options}
+    listed = {split: source.files(split, root=base, seed=seed, labels=labels, **extra) for split in splits}
     if all(paths is None for paths in listed.values()):
         return None
     digest = hashlib.sha256()

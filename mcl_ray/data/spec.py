@@ -18,18 +18,21 @@ class DataSpec:
     cache_dir: str | None = None
     labels: str | None = None  # the labels table of file-listed data sets
     bits: int | None = None  # randbit: the competing feature's number of bits
+    shards: str | None = None  # webdataset: the shard pattern
 
     def identity(self) -> dict:
         """What the images depend on (where they are cached and whether to download do not change them). Data
         read from the user's files is identified by a manifest of those files (data/manifest.py), not by the
         folder's path: replaced images make new stage keys, a moved folder keeps them."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root", "labels", "bits")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("download", "cache_dir", "root", "labels", "bits", "shards")}
         if self.bits is not None:
             out["bits"] = self.bits
         from mcl_ray.data.manifest import data_manifest
 
         splits = tuple(dict.fromkeys((self.pretrain_split, "train", "test")))
-        manifest = data_manifest(self.name, self.root, splits, self.seed, self.labels)
+        manifest = data_manifest(self.name, self.root, splits, self.seed, self.labels, shards=self.shards)
         if manifest is not None:  # data read from the user's files
             out["files"] = manifest["digest"]
+        elif self.shards is not None:  # remote shards: their URLs are all that is known without reading them
+            out["shards"] = self.shards
         return out

@@ -69,6 +69,9 @@ def _check_data(cfg: ExperimentConfig) -> None:
                                              if source.labels_file else f"only used by data.name: labeled or imagetext, not {cfg.data.name}"))
     if cfg.data.bits is not None and "bits" not in source.options:
         raise ConfigError(f"data.bits: only used by data.name: randbit, not {cfg.data.name}")
+    if (cfg.data.shards is not None) != ("shards" in source.options):
+        raise ConfigError("data.shards: " + ("webdataset needs the shard pattern, e.g. /data/cc/{00000..00099}.tar"
+                                             if cfg.data.shards is None else f"only used by data.name: webdataset, not {cfg.data.name}"))
     if cfg.data.pretrain_split not in source.splits:
         raise ConfigError(
             f"data.pretrain_split: {cfg.data.name} has splits {', '.join(source.splits)}, not {cfg.data.pretrain_split!r}"
@@ -280,7 +283,7 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
     d = cfg.data
     return DataSpec(name=d.name, root=d.root, image_size=d.image_size, train_size=d.train_size, test_size=d.test_size,
                     pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir,
-                    labels=d.labels, bits=d.bits)
+                    labels=d.labels, bits=d.bits, shards=d.shards)
 
 
 def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:

@@ -134,3 +134,19 @@ def test_a_pretrained_tag_on_the_tiny_model_is_refused():
     cfg = build_config({**CLIP_CFG, "model": {**CLIP_CFG["model"], "pretrained": "openai"}})
     with pytest.raises(ConfigError, match="no pretrained weights"):
         build_encoder(model_spec(cfg))
+
+
+def test_a_timm_image_tower_pairs_with_an_open_clip_text_tower():
+    from mcl_ray.models.encoder import build_encoder
+    from mcl_ray.plan.from_config import model_spec
+
+    cfg = build_config({**CLIP_CFG, "model": {"backbone": "open_clip:timm/test_resnet", "head": "none"}})
+    check_experiment(cfg)
+    encoder = build_encoder(model_spec(cfg))
+    towers = encoder.backbone
+    assert type(towers.model.visual).__name__ == "TimmModel"
+    h, _ = encoder(torch.zeros(2, 3, 16, 16))
+    text = towers.encode_text(towers.tokenize(["a red square", "a blue star"]))
+    assert h.shape == text.shape == (2, 512)
+    with pytest.raises(ConfigError, match="timm has no model"):
+        check_experiment(build_config({**CLIP_CFG, "model": {"backbone": "open_clip:timm/resnet_nope", "head": "none"}}))

@@ -4,7 +4,9 @@ The "backbone" is both towers (`ClipTowers`): called on images it returns the im
 integration and the probes see the image tower as with any backbone, and image-text methods (clip) reach the
 text tower through `encode_text`. `open_clip:mcl-tiny` is a small random-init CLIP (2-layer ViT and text
 transformer, width 64) for CPU runs and tests: open_clip's wheel ships its tokenizer vocabulary, so it works
-offline. Named models and pretrained tags are open_clip's own (downloaded on first use, on the user's machine).
+offline. `open_clip:timm/<timm name>` pairs a timm image tower (timm's ImageNet weights with model.pretrained:
+true) with open_clip's standard text transformer (512 wide, 12 layers, random init). Named models and pretrained
+tags are open_clip's own (downloaded on first use, on the user's machine).
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ def open_clip_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json"))
 
 
+TIMM_PREFIX = "timm/"
+
+
 def check_name(name: str) -> None:
+    if name.startswith(TIMM_PREFIX):
+        from mcl_ray.models.backbones.timm import check_backbone_name
+
+        open_clip_names()
+        check_backbone_name(name[len(TIMM_PREFIX):])
+        return
     if name == TINY or name.startswith(("hf-hub:", "local-dir:")):
         if name == TINY:
             open_clip_names()  # the package must be installed
@@ -94,6 +105,16 @@ def build_tiny(image_size: int, patch_size: int | None):
     return model, open_clip.SimpleTokenizer(context_length=TINY_CONTEXT)
 
 
+def build_timm_towers(timm_name: str, image_size: int, pretrained: bool):
+    """A timm image tower (avg-pooled, linear projection) with open_clip's standard text tower."""
+    import open_clip
+
+    vision = open_clip.CLIPVisionCfg(timm_model_name=timm_name, timm_model_pretrained=pretrained, timm_pool="avg",
+                                     timm_proj="linear", image_size=image_size)
+    model = open_clip.CLIP(embed_dim=512, vision_cfg=vision, text_cfg=open_clip.CLIPTextCfg())
+    return model, open_clip.get_tokenizer("ViT-B-32")
+
+
 @BACKBONES.register("open_clip")
 class OpenClipProvider(BackboneProvider):
     def check(self, name: str) -> None:
@@ -105,6 +126,11 @@ class OpenClipProvider(BackboneProvider):
         if cifar_stem is True:
             raise ConfigError("model.cifar_stem: open_clip models have no CIFAR stem")
         tag = pretrained if isinstance(pretrained, str) else None
+        if name.startswith(TIMM_PREFIX):
+            if tag:
+                raise ConfigError("model.pretrained: a timm image tower takes true (timm's weights) or false, not a tag")
+            model, tokenizer = build_timm_towers(name[len(TIMM_PREFIX):], image_size, bool(pretrained))
+            return _torch_module()(model, tokenizer, pretrained=False), embedding_dim(model)
         if pretrained is True:
             raise ConfigError("model.pretrained: open_clip models take a pretrained tag (openai, laion2b_s34b_b79k, "
                               "...), see open_clip.list_pretrained()")
