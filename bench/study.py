@@ -3,6 +3,7 @@ verdict against the control arms (ensemble, long run; each arm's winner rerun wi
 
     python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min on 2 cores
     python -m bench.study sweep_vit             # ~7.5 min
+    python -m bench.study sweep_clip            # image-text MCL: tiny CLIP on captioned Trifeature
     python -m bench.study sweep_vit --existing studies/results/sweep-vit --wall-s 628.7
                                                 # summarise a study already run (wall time measured outside)
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("script", choices=["sweep_resnet", "sweep_vit"])
+    parser.add_argument("script", choices=["sweep_resnet", "sweep_vit", "sweep_clip"])
     parser.add_argument("--existing", help="study directory already produced by the script")
     parser.add_argument("--wall-s", type=float, help="its measured wall time (with --existing)")
     args = parser.parse_args()
