@@ -141,6 +141,18 @@ def study(result: dict) -> str:
     )
 
 
+def clip_step(result: dict) -> str:
+    rows = [[r["setting"], f"{r['median_ms']:.0f}", f"{r['p90_ms']:.0f}", f"{r['images_per_s']:.0f}",
+             f"{r['ratio_vs_simclr']:.2f}x"] for r in result["rows"]]
+    return section(
+        f"**Per-step cost of a CLIP stage** (`python -m bench.clip_step`; batch {result['batch']}, "
+        f"{result['image_size']}-px captioned Trifeature, forward + backward + AdamW step, median of {result['steps']} "
+        "steps; captions are tokenised once per stage, "
+        f"{result['tokenize_2000_captions_s']:.2f} s per 2000):",
+        ["setting", "median ms/step", "p90 ms", "images/s", "vs SimCLR step"], rows, result,
+    )
+
+
 def randbit(result: dict) -> str:
     s = result["settings"]
     lines = [
@@ -199,7 +211,8 @@ def refactor_check() -> str | None:
 def main() -> None:
     parts = [p for p in (refactor_check(),) if p]
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
-                         ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study)):
+                         ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study),
+                         ("clip_step", clip_step), ("study_sweep_clip", study)):
         result = load(name)
         if result is not None:
             try:

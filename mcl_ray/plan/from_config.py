@@ -286,10 +286,17 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
                     labels=d.labels, bits=d.bits, shards=d.shards)
 
 
+# open_clip's OPENAI_DATASET_MEAN / _STD: pretrained CLIP towers expect their inputs normalised this way
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
 def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:
     a = cfg.augment
+    stats = {}
+    if is_image_text_model(cfg.model.backbone) and isinstance(cfg.model.pretrained, str):
+        stats = {"mean": CLIP_MEAN, "std": CLIP_STD}
     return AugmentSpec(crop_size=cfg.data.image_size, crop_scale=tuple(a.crop_scale), hflip=a.hflip,
-                       jitter_strength=a.jitter, jitter_prob=a.jitter_prob, grayscale=a.grayscale, blur=a.blur)
+                       jitter_strength=a.jitter, jitter_prob=a.jitter_prob, grayscale=a.grayscale, blur=a.blur, **stats)
 
 
 def model_spec(cfg: ExperimentConfig) -> ModelSpec:

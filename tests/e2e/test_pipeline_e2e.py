@@ -72,8 +72,12 @@ class NaNAfter(torch.nn.Module):
         super().__init__()
         self.inner, self.stage = inner, stage
 
-    def prepare(self, batch, augment):
-        return self.inner.prepare(batch, augment)
+    @property
+    def needs_captions(self):
+        return self.inner.needs_captions
+
+    def prepare(self, batch, augment, texts=None):
+        return self.inner.prepare(batch, augment, texts)
 
     def forward(self, *inputs, groups=None):
         loss = self.inner(*inputs, groups=groups)["loss"]

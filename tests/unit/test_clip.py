@@ -150,3 +150,31 @@ def test_a_timm_image_tower_pairs_with_an_open_clip_text_tower():
     assert h.shape == text.shape == (2, 512)
     with pytest.raises(ConfigError, match="timm has no model"):
         check_experiment(build_config({**CLIP_CFG, "model": {"backbone": "open_clip:timm/resnet_nope", "head": "none"}}))
+
+
+def test_pretrained_clip_towers_get_openai_normalisation_and_random_init_keeps_the_default():
+    from mcl_ray.plan.from_config import CLIP_MEAN, augment_spec
+
+    pretrained = build_config({**CLIP_CFG, "model": {"backbone": "open_clip:ViT-B-32", "pretrained": "openai", "head": "none"}})
+    assert augment_spec(pretrained).mean == CLIP_MEAN
+    assert augment_spec(build_config(CLIP_CFG)).mean == (0.5, 0.5, 0.5)
+
+
+def test_ifm_perturbs_both_directions_of_the_clip_logits():
+    from mcl_ray.objectives.regularizers.ifm import adversarial_loss
+
+    rng = np.random.default_rng(3)
+    image, text = torch.from_numpy(rng.normal(size=(6, 4))), torch.from_numpy(rng.normal(size=(6, 4)))
+    scale = torch.tensor(math.log(10.0), dtype=torch.float64)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    i2t, t2i = clip_logits(image, text, scale, groups)
+    eps = 0.1
+    # the reference: every candidate's cosine +eps, the positive's -eps, at the model's scale of 10
+    img = torch.nn.functional.normalize(image, dim=1)
+    txt = torch.nn.functional.normalize(text, dim=1)
+    cos = img @ txt.T + eps
+    cos[torch.arange(6), torch.arange(6)] -= 2 * eps
+    logits = (10 * cos).masked_fill(groups[:, None] != groups[None, :], float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(6))
+    assert adversarial_loss(i2t, eps).item() == pytest.approx(expected.item(), rel=1e-9)
+    assert adversarial_loss(t2i, eps).item() > t2i.loss().item()  # harder than the clean loss
