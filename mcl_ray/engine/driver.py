@@ -41,9 +41,19 @@ class RayExecutor:
         self.job_settings = {"max_failures": cfg.ray.max_failures, "checkpoints_to_keep": cfg.ray.checkpoints_to_keep,
                              "checkpoint_every": cfg.ray.checkpoint_every}
         self.attributes = {k: np.asarray(v) for k, v in data.pretrain.attributes.items()} or None
-        self.actor = ray.remote(ClusteringActor).options(
-            num_cpus=resources.clustering_cpus, num_gpus=resources.clustering_gpus,
-        ).remote(threads=max(1, int(resources.clustering_cpus)), use_gpu=resources.clustering_gpus > 0)
+        self._actor = None
+
+    @property
+    def actor(self):
+        """The clustering actor, started when the first stage is built. A run that reuses every stage never starts
+        one: an actor created and torn down at once dies inside its own start-up, which is what made Ray print
+        "unexpected system state ... the Raylet has most likely crashed" dumps in studies with reused trials."""
+        if self._actor is None:
+            r = self.resources
+            self._actor = ray.remote(ClusteringActor).options(num_cpus=r.clustering_cpus, num_gpus=r.clustering_gpus).remote(
+                threads=max(1, int(r.clustering_cpus)), use_gpu=r.clustering_gpus > 0)
+            ray.get(self._actor.__ray_ready__.remote())  # started before anything can tear it down
+        return self._actor
 
     def claim(self, key: str, done: Callable[[], bool], label: str):
         """A claim file on local storage (serialises runs even on separate Ray instances), else the lease actor."""
@@ -60,7 +70,9 @@ class RayExecutor:
         return out
 
     def close(self) -> None:
-        self.actor.__ray_terminate__.remote()  # graceful exit (ray.kill aborts the process and logs a fatal error)
+        if self._actor is not None:
+            self._actor.__ray_terminate__.remote()  # graceful exit (ray.kill aborts the process and logs a fatal error)
+            self._actor = None
 
 
 def iter_stages(

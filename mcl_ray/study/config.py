@@ -19,6 +19,20 @@ from mcl_ray.errors import ConfigError
 Range = list[float]
 
 
+SearchValue = Union[float, int, str, bool, list[Any]]
+
+
+class ObjectiveChoice(Strict):
+    """One base method a study can pick: the experiment's `objective` section for it, and its own searched options.
+
+    `search` keys are the method's option names (`momentum`) or `<regulariser>.<field>` (`ifm.epsilon`); a value
+    is a [lo, hi] range (log scale when hi / lo >= 10), a list of choices, or a fixed value. They are searched
+    only in trials that pick this method (Optuna define-by-run), so each base is tuned on its own terms."""
+
+    objective: dict[str, Any] = Field(default_factory=dict, description="objective section: name, method options, regularizers")
+    search: dict[str, SearchValue] = Field(default_factory=dict, description="option -> [lo, hi], [choices] or a value")
+
+
 class SpaceConfig(Strict):
     """The searched hyperparameters. A [lo, hi] pair is searched (log scale for rates); a number is fixed."""
 
@@ -30,6 +44,9 @@ class SpaceConfig(Strict):
     backbones: list[str] = Field(["resnet18"], min_length=1, description="backbones of the family to try")
     cluster_on: Union[list[Literal["backbone", "projector", "text", "joint"]], None] = Field(
         None, min_length=1, description="embeddings to cluster between stages, as a choice (null: the experiment's mcl.cluster_on)")
+    objectives: Union[dict[str, ObjectiveChoice], None] = Field(
+        None, min_length=1, description="base methods to choose from (simclr, moco, +dimcl, +ifm, spcl, metaug), each "
+        "with its own searched options (null: the experiment's objective)")
 
     @field_validator("stages")
     @classmethod
@@ -190,6 +207,31 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
             "(storage every node can reach)"
         )
     check_metric(study.study.metric, study.base_experiment())
+    check_objectives(study)
     for backbone in study.study.space.backbones:  # every searched backbone must exist in timm
         _experiment({**study.experiment, "model": {**study.experiment.get("model", {}), "backbone": backbone}})
     return study
+
+
+def check_objectives(study: StudyConfig) -> None:
+    """Every base method a study may pick, with each searched option at both ends of its range, must make a valid
+    experiment: a misspelt option fails here, naming the choice, not in a trial after others have trained."""
+    from mcl_ray.study.spaces import choice_objective, search_values
+
+    for choice_name, choice in (study.study.space.objectives or {}).items():
+        field = f"study.space.objectives.{choice_name}"
+        for key, value in choice.search.items():
+            for candidate in search_values(value):
+                try:
+                    objective = choice_objective(study.experiment.get("objective", {}), choice, {key: candidate})
+                except ConfigError as exc:
+                    raise ConfigError(f"{field}.search.{key}: {exc}") from None
+                _checked(field, {**study.experiment, "objective": objective})
+        _checked(field, {**study.experiment, "objective": choice_objective(study.experiment.get("objective", {}), choice, {})})
+
+
+def _checked(field: str, experiment: dict[str, Any]) -> None:
+    try:
+        build_config(experiment)
+    except ConfigError as exc:
+        raise ConfigError(f"{field}: {exc}") from None

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import copy
+
 import optuna
 
-from mcl_ray.study.config import SpaceConfig
+from mcl_ray.errors import ConfigError
+from mcl_ray.study.config import ObjectiveChoice, SpaceConfig
 
 RESNET_FAMILY = ["resnet18", "resnet34", "resnet50"]
 VIT_FAMILY = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
@@ -50,11 +53,72 @@ class DefineByRun:
                 trial.suggest_float(name, value[0], value[1], log=True)
             else:
                 fixed[name] = value[0] if isinstance(value, list) else value
+        if space.objectives:
+            names = list(space.objectives)
+            base = trial.suggest_categorical(BASE_PARAM, names) if len(names) > 1 else names[0]
+            if len(names) == 1:
+                fixed[BASE_PARAM] = base
+            for key, value in space.objectives[base].search.items():
+                name = f"objective.{base}.{key}"  # one Optuna parameter per (base, option): distributions never clash
+                if isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value) and value[0] < value[1]:
+                    if all(isinstance(v, int) for v in value):
+                        trial.suggest_int(name, value[0], value[1])
+                    else:
+                        trial.suggest_float(name, value[0], value[1], log=value[0] > 0 and value[1] / value[0] >= 10)
+                elif isinstance(value, list) and len(value) > 1:
+                    trial.suggest_categorical(name, value)
+                else:
+                    fixed[name] = value[0] if isinstance(value, list) else value
         if len(space.backbones) > 1:
             trial.suggest_categorical("model.backbone", space.backbones)
         else:
             fixed["model.backbone"] = space.backbones[0]
         return fixed
+
+
+BASE_PARAM = "objective.base"  # the base method a trial picked (a key of study.space.objectives)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def search_values(value: Any) -> list[Any]:
+    """The values a search entry can take at its extremes (checked before the study starts)."""
+    if isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value):
+        return list(value)
+    return list(value) if isinstance(value, list) else [value]
+
+
+def choice_objective(base: dict[str, Any], choice: ObjectiveChoice, options: dict[str, Any]) -> dict[str, Any]:
+    """The objective section of a trial that picked `choice`: the experiment's shared fields (temperature,
+    gather), the choice's own section, then its searched `options` (method option, or `<regulariser>.<field>`)."""
+    objective = {k: v for k, v in base.items() if k in ("temperature", "gather")}
+    objective.update(copy.deepcopy(choice.objective))
+    for key, value in options.items():
+        if "." in key:
+            reg_name, fieldname = key.split(".", 1)
+            regs = [r for r in objective.get("regularizers", []) if isinstance(r, dict) and r.get("name") == reg_name]
+            if not regs:
+                raise ConfigError(f"{key!r} names regulariser {reg_name!r}, which this choice's objective.regularizers "
+                                  "does not have")
+            regs[0][fieldname] = value
+        else:
+            objective[key] = value
+    return objective
+
+
+def apply_objective_choice(experiment: dict[str, Any], params: dict[str, Any],
+                           choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(experiment with the picked base method's objective, the remaining params) for a trial's params."""
+    if not choices or BASE_PARAM not in params:
+        return experiment, params
+    base = params[BASE_PARAM]
+    prefix = f"objective.{base}."
+    options = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    rest = {k: v for k, v in params.items() if k != BASE_PARAM and not any(k.startswith(f"objective.{c}.") for c in choices)}
+    choice = ObjectiveChoice.model_validate(choices[base])
+    return {**experiment, "objective": choice_objective(experiment.get("objective", {}), choice, options)}, rest
 
 
 def build_space(space: SpaceConfig) -> DefineByRun:

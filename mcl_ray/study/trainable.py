@@ -22,7 +22,7 @@ from mcl_ray.data.registry import DATA_SOURCES
 from mcl_ray.engine.driver import iter_stages
 from mcl_ray.plan.arms import arm_records
 from mcl_ray.plan.from_config import data_spec
-from mcl_ray.study.spaces import params_to_values
+from mcl_ray.study.spaces import apply_objective_choice, params_to_values
 from mcl_ray.tracking.tensorboard import RunWriter, stage_scalars
 
 log = logging.getLogger("mcl_ray")
@@ -36,7 +36,7 @@ def trial_experiment(config: dict[str, Any], trial_id: str) -> ExperimentConfig:
     params = {k: v for k, v in config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
     study = config[STUDY_KEY]
     prefix = study["name"] if study.get("arm", "mcl") == "mcl" else f"{study['name']}/{study['arm']}"
-    merged = dict(config[EXPERIMENT_KEY])
+    merged, params = apply_objective_choice(dict(config[EXPERIMENT_KEY]), params, study.get("objectives"))
     for path, value in params_to_values(params).items():
         merged = set_path(merged, path, value)
     merged = deep_merge(merged, {

@@ -73,7 +73,8 @@ def study_param_space(study: StudyConfig, cluster_gpus: float | None = None, arm
     gpus = float(ray.cluster_resources().get("GPU", 0.0)) if cluster_gpus is None else cluster_gpus
     return {
         EXPERIMENT_KEY: resolved_experiment(study, gpus),
-        STUDY_KEY: {"name": study.study.name, "storage": storage_uri(study), "arm": arm},
+        STUDY_KEY: {"name": study.study.name, "storage": storage_uri(study), "arm": arm,
+                    "objectives": {k: v.model_dump(mode="json") for k, v in (study.study.space.objectives or {}).items()}},
     }
 
 

@@ -104,9 +104,9 @@ def test_study_config_errors_name_the_field(tmp_path):
         load_study(RESNET, "laptop")
     with pytest.raises(ConfigError, match="placeholder"):
         load_study(RESNET, "cluster")
-    for name in ("resnet", "vit"):
+    for path in sorted((ROOT / "studies" / "configs").glob("*.yaml")):  # every bundled study, both profiles
         for profile in ("local", "cluster"):
-            study = load_study(ROOT / "studies" / "configs" / f"{name}.yaml", profile, ["study.storage=/tmp/x"])
+            study = load_study(path, profile, ["study.storage=/tmp/x"])
             assert study.base_experiment().mcl.stages >= 1
 
 
@@ -130,3 +130,63 @@ def test_mean_scores_leave_out_shortcut_attributes():
     scalars = {"integrated/shape/knn": 0.6, "integrated/texture/knn": 0.4, "integrated/code/knn": 0.9}
     assert with_means(scalars)["integrated/mean/knn"] == pytest.approx(0.6333, abs=1e-4)
     assert with_means(scalars, DATA_SOURCES.get("randbit")().shortcuts)["integrated/mean/knn"] == pytest.approx(0.5)
+
+
+OBJECTIVES = {
+    "simclr": {"objective": {"name": "simclr"}},
+    "moco": {"objective": {"name": "moco"}, "search": {"momentum": [0.9, 0.999], "queue_size": [256, 1024]}},
+    "ifm": {"objective": {"name": "simclr", "regularizers": [{"name": "ifm"}]}, "search": {"ifm.epsilon": [0.01, 0.2]}},
+    "dimcl": {"objective": {"name": "simclr", "regularizers": [{"name": "dimcl"}]}, "search": {"dimcl.weight": [0.05, 0.1, 0.2]}},
+}
+
+
+def test_the_base_method_is_a_categorical_dimension_with_its_own_conditional_options():
+    from mcl_ray.study.spaces import BASE_PARAM, apply_objective_choice
+
+    space = SpaceConfig(stages=[1, 3], clusters=[5], temperature=[0.1, 0.5], lr=1e-3, backbones=["test_resnet"],
+                        objectives=OBJECTIVES)
+    define = build_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    base_experiment = {"objective": {"name": "moco", "temperature": 0.3, "momentum": 0.5, "gather": False}}
+    choices = {k: v for k, v in OBJECTIVES.items()}
+    for _ in range(30):
+        trial = study.ask()
+        fixed = define(trial)
+        params = {**trial.params, **fixed}
+        base = params[BASE_PARAM]
+        seen.add(base)
+        # options of the other bases are never sampled in this trial (define-by-run)
+        assert not [k for k in trial.params if k.startswith("objective.") and k.count(".") == 2
+                    and not k.startswith(f"objective.{base}.")]
+        experiment, rest = apply_objective_choice(base_experiment, params, choices)
+        for path, value in params_to_values(rest).items():
+            experiment = set_path(experiment, path, value)
+        cfg = build_config(experiment)
+        spec = cfg.objective
+        assert not spec.gather and 0.1 <= spec.temperature <= 0.5  # shared fields kept, the trial's temperature set
+        if base == "moco":
+            options = spec.method_options()
+            assert 0.9 <= options["momentum"] <= 0.999 and 256 <= options["queue_size"] <= 1024
+            assert isinstance(options["queue_size"], int)
+        else:
+            assert spec.name == "simclr" and "momentum" not in spec.method_options()  # no leak from the base
+        if base == "ifm":
+            assert 0.01 <= spec.regularizers[0].model_dump()["epsilon"] <= 0.2
+        if base == "dimcl":
+            assert spec.regularizers[0].weight in (0.05, 0.1, 0.2)
+        study.tell(trial, 0.0)
+    assert seen == set(OBJECTIVES)
+
+
+@pytest.mark.parametrize("choice, needle", [
+    ({"objective": {"name": "simclar"}}, "study.space.objectives.bad"),
+    ({"objective": {"name": "moco"}, "search": {"momentun": [0.9, 0.99]}}, "momentun"),
+    ({"objective": {"name": "moco"}, "search": {"momentum": [0.9, 1.5]}}, "momentum"),
+    ({"objective": {"name": "simclr"}, "search": {"ifm.epsilon": [0.01, 0.2]}}, "search.ifm.epsilon"),
+])
+def test_base_method_choices_are_checked_when_the_study_loads(choice, needle):
+    import json
+
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_study(RESNET, "local", [f"study.space.objectives={json.dumps({'bad': choice})}"])
