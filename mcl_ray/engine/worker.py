@@ -121,6 +121,10 @@ def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world:
     captions = None if data.pretrain.captions is None else data.pretrain.captions[start:stop]
     embedded = clustering_embeddings(encoder, images[start:stop], captions, clustering.views, spec.augment, device=device)
     views = [embedded[v] for v in clustering.views]
+    fault = job["fault"] or {}
+    if fault.get("kill_clustering_actor") and rank == 0 and not Path(fault["marker"]).exists():
+        Path(fault["marker"]).write_text("killed the clustering actor")  # test hook: the actor dies mid-run
+        ray.kill(actor)
     for view, emb in enumerate(views):
         sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
         ray.get(actor.add_sample.remote(job["job_id"], rank, sample, view))

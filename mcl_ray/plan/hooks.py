@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RunHooks:
     """fault: {'epoch', 'rank', 'marker'} kills that Train worker once after that epoch (the local executor
-    raises KeyboardInterrupt there instead, as a Ctrl-C would);
+    raises KeyboardInterrupt there instead, as a Ctrl-C would); {'kill_clustering_actor': True, 'marker'} kills the
+    Ray clustering actor once, just before the first clustering step;
     record_steps: a directory where every rank appends 'epoch step groups' lines per step (both executors)."""
 
     fault: dict | None = None

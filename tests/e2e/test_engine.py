@@ -159,6 +159,20 @@ def test_worker_death_is_restarted_from_the_latest_checkpoint(tmp_path, data_roo
     assert [h["epoch"] for h in result.stages[0].history] == [1, 2, 3]  # no finished epoch lost or repeated
 
 
+def test_a_dead_clustering_actor_fails_at_once_naming_it_and_keeps_the_trained_stage(tmp_path, data_root):
+    marker = tmp_path / "actor-killed"
+    cfg = config(tmp_path, data_root, "mcl.stages=2", "train.epochs=1", "ray.max_failures=2")
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match="the clustering actor died"):
+        run_mcl(cfg, progress=False, hooks=RunHooks(fault={"kill_clustering_actor": True, "marker": str(marker)}))
+    assert marker.exists()
+    histories = list((tmp_path / "stages").glob("*/history.json"))  # stage 1 was trained and committed once
+    assert len(histories) == 1 and [h["epoch"] for h in json.loads(histories[0].read_text())] == [1]
+    again = run_mcl(cfg, progress=False)  # a fresh actor: the stage is reused, only the clustering is redone
+    assert again.stages[0].reused == {"stage": True, "clusters": False} and len(again.stages) == 2
+    assert time.monotonic() - t0 < 600
+
+
 def test_nan_loss_stops_with_stage_epoch_and_step(tmp_path, data_root):
     cfg = config(tmp_path, data_root, "mcl.stages=1", "objective.temperature=1e-45")
     with pytest.raises(TrainingError, match=r"stage 1, epoch 1, step 1: loss is nan"):
