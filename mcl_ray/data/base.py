@@ -50,3 +50,13 @@ class ImageSet:
 
     def num_classes(self, attribute: str) -> int:
         return int(self.attributes[attribute].max()) + 1
+
+
+def image_rows(images: np.ndarray, index) -> "torch.Tensor":
+    """The rows `index` (a slice, or sorted or unsorted integer indices) of an in-memory or memory-mapped image
+    array as a uint8 tensor of their own: only those rows are read, so a worker never copies the whole set."""
+    import torch
+
+    if isinstance(index, torch.Tensor):
+        index = index.numpy()
+    return torch.from_numpy(np.array(images[index], copy=True))

@@ -1,6 +1,11 @@
-"""On-disk cache of decoded image sets (.npz), shared by the Trifeature generator and the ImageFolder loader.
+"""On-disk cache of decoded image sets, shared by the Trifeature generator and the file readers.
 
-Reads never crash on a damaged file (it is rebuilt with a warning); writes are atomic and never stop a run.
+An entry is two files: `<stem>.images.npy`, the uint8 images as a plain .npy that every reader memory-maps
+(the Train workers of a node share one copy through the page cache, and a worker reads only the batches it
+trains on, so its memory does not grow with the data set), and `<stem>.npz`, the labels plus what the images
+file must look like (shape, size and a checksum of its first and last MiB). The .npz is written last: it is
+the commit marker. Reads never crash on a damaged entry (it is rebuilt with a warning naming the file); writes
+are atomic and never stop a run.
 """
 
 from __future__ import annotations
@@ -10,23 +15,52 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from mcl_ray.data.base import ImageSet
 from mcl_ray.errors import DataError
 
+_PROBE = 1 << 20  # bytes checksummed at each end of the images file
+
+
+def images_path(path: str | Path) -> Path:
+    """The images file of the cache entry whose marker is `path` (<stem>.npz)."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(".npz")] + ".images.npy") if path.name.endswith(".npz") else path.with_suffix(".images.npy")
+
+
+def _probe_checksum(path: Path) -> int:
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(_PROBE)
+        fh.seek(max(0, size - _PROBE))
+        tail = fh.read(_PROBE)
+    return zlib.crc32(tail, zlib.crc32(head)) & 0xFFFFFFFF
+
 
 def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
-    """A cached ImageSet, or None when the file is missing or unreadable (then with a warning)."""
+    """The cached ImageSet (images memory-mapped, read-only), or None when the entry is missing or damaged
+    (then with a warning: the caller rebuilds it)."""
     path = Path(path)
     if not path.exists():
         return None
+    images_file = images_path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            images = data["images"]
-            attributes = {k[len("attr_") :]: data[k].astype(np.int64) for k in data.files if k.startswith("attr_")}
+            attributes = {k[len("attr_"):]: data[k].astype(np.int64) for k in data.files if k.startswith("attr_")}
+            shape = tuple(int(v) for v in data["images_shape"])
+            size, checksum = int(data["images_bytes"]), int(data["images_crc"])
+        if not images_file.exists():
+            raise DataError(f"its images file {images_file.name} is missing")
+        if images_file.stat().st_size != size or _probe_checksum(images_file) != checksum:
+            raise DataError(f"its images file {images_file.name} does not match the size or checksum recorded")
+        images = np.load(images_file, mmap_mode="r", allow_pickle=False)
+        if images.shape != shape or images.dtype != np.uint8:
+            raise DataError(f"{images_file.name} holds {images.dtype} {images.shape}, expected uint8 {shape}")
         return ImageSet(images=images, attributes=attributes, name=name)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, DataError) as exc:
         warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it", stacklevel=3)
@@ -34,22 +68,46 @@ def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
 
 
 def write_image_set_npz(path: str | Path, image_set: ImageSet) -> None:
-    """Write atomically (temporary file + os.replace) so a crash never leaves a half-written cache."""
+    """Write an in-memory set as a cache entry (images file, then the marker; each atomically)."""
+    write_image_set_chunks(path, image_set.images.shape, lambda start, stop: image_set.images[start:stop],
+                           image_set.attributes)
+
+
+def write_image_set_chunks(path: str | Path, shape: tuple[int, ...], chunk: Callable[[int, int], np.ndarray],
+                           attributes: dict[str, np.ndarray], chunk_rows: int = 65536) -> bool:
+    """Write a cache entry of `shape` from `chunk(start, stop)` without holding the whole set in memory (for sets
+    larger than RAM). Returns whether it was written; a read-only or full disk only warns."""
     path = Path(path)
-    tmp = None
+    images_file = images_path(path)
+    tmps: list[str] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{images_file.name}.", suffix=".tmp")
+        os.close(fd)
+        tmps.append(tmp)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(shape))
+        for start in range(0, shape[0], chunk_rows):
+            stop = min(shape[0], start + chunk_rows)
+            out[start:stop] = chunk(start, stop)
+        out.flush()
+        del out
+        os.replace(tmp, images_file)
+        tmps.remove(tmp)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmps.append(tmp)
         with os.fdopen(fd, "wb") as fh:
-            arrays = {f"attr_{k}": np.asarray(v, np.int64) for k, v in image_set.attributes.items()}
-            np.savez(fh, images=image_set.images, **arrays)
+            arrays = {f"attr_{k}": np.asarray(v, np.int64) for k, v in attributes.items()}
+            np.savez(fh, images_shape=np.asarray(shape, np.int64), images_bytes=np.int64(images_file.stat().st_size),
+                     images_crc=np.int64(_probe_checksum(images_file)), **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        tmp = None
+        tmps.remove(tmp)
+        return True
     except OSError as exc:  # a read-only or full cache disk must not stop a run
         warnings.warn(f"could not write cache file {path}: {exc}", stacklevel=3)
+        return False
     finally:
-        if tmp is not None:
+        for tmp in tmps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -27,6 +27,7 @@ class DataSource:
     options: ClassVar[tuple[str, ...]] = ()  # data.* fields only this source reads (passed to load when set)
     shortcuts: ClassVar[tuple[str, ...]] = ()  # attributes that measure a shortcut, left out of the mean scores
     captions: ClassVar[bool] = False  # every image comes with a caption (image-text methods train on these)
+    attributes_from_data: ClassVar[bool] = False  # True: the attributes are only known once the data loads
 
     def files(self, split: str, *, root: Path, seed: int, labels: str | None = None) -> list[str] | None:
         """The image files a split reads, for data read from the user's files (their manifest goes into stage

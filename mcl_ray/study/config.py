@@ -137,6 +137,8 @@ def reported_metrics(cfg: ExperimentConfig) -> list[str] | None:
     from mcl_ray.data.registry import DATA_SOURCES
 
     source = DATA_SOURCES.get(cfg.data.name)()
+    if source.attributes_from_data:
+        return None
     attributes = list(source.attributes)
     if source.labels_file:
         try:

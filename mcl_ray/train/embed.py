@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from mcl_ray.data.augment import AugmentSpec, normalize_batch
+from mcl_ray.data.base import image_rows
 
 
 @torch.no_grad()
@@ -22,9 +23,8 @@ def embed_images(
     encoder.eval()
     feats: list[np.ndarray] = []
     projs: list[np.ndarray] = []
-    source = torch.from_numpy(np.ascontiguousarray(images))
-    for start in range(0, len(source), batch_size):
-        batch = source[start : start + batch_size].to(device, non_blocking=True)
+    for start in range(0, len(images), batch_size):
+        batch = image_rows(images, slice(start, start + batch_size)).to(device, non_blocking=True)
         h, z = encoder(normalize_batch(batch, spec))
         feats.append(h.float().cpu().numpy())
         projs.append(z.float().cpu().numpy())

@@ -294,4 +294,4 @@ def test_unknown_split_lists_the_valid_ones(tmp_path):
 def test_attribute_names():
     assert attribute_names("trifeature") == ("shape", "texture", "color")
     assert attribute_names("cifar100") == ("label", "coarse_label")
-    assert set(dataset_names()) == {"trifeature", "randbit", "cifar10", "cifar100", "stl10", "imagefolder", "imagetext", "labeled", "webdataset"}
+    assert set(dataset_names()) == {"arrays", "trifeature", "randbit", "cifar10", "cifar100", "stl10", "imagefolder", "imagetext", "labeled", "webdataset"}

@@ -213,30 +213,41 @@ def test_periodic_textures_follow_the_published_rules(name):
 
 def test_cache_round_trip_and_key(tmp_path, monkeypatch):
     first = tf.load_trifeature(30, 16, 7, cache_dir=tmp_path)
-    files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [f"trifeature_n30_px16_seed7_v{tf.GENERATOR_VERSION}.npz"]
+    stem = f"trifeature_n30_px16_seed7_v{tf.GENERATOR_VERSION}"
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{stem}.images.npy", f"{stem}.npz"]
 
     def no_generation(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(tf, "generate_trifeature", no_generation)
     again = tf.load_trifeature(30, 16, 7, cache_dir=tmp_path)
+    assert isinstance(again.images, np.memmap) and not again.images.flags.writeable  # mapped, not copied
     assert again.images.tobytes() == first.images.tobytes()
     for key in tf.ATTRIBUTES:
         np.testing.assert_array_equal(again.attributes[key], first.attributes[key])
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_corrupt_cache_is_regenerated_with_a_warning(tmp_path, damage):
+@pytest.mark.parametrize("target, damage", [
+    ("npz", "truncate"), ("npz", "garbage"), ("npz", "empty"),
+    ("images.npy", "truncate"), ("images.npy", "flip"), ("images.npy", "delete"),
+])
+def test_corrupt_cache_is_regenerated_with_a_warning(tmp_path, target, damage):
     fresh = tf.load_trifeature(30, 16, 7, cache_dir=tmp_path)
-    (path,) = tmp_path.iterdir()
+    (path,) = [p for p in tmp_path.iterdir() if p.name.endswith("." + target)]
+    marker = next(p for p in tmp_path.iterdir() if p.name.endswith(".npz"))
+    names = sorted(p.name for p in tmp_path.iterdir())
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a zip" * 50, "empty": b""}[damage])
-    with pytest.warns(UserWarning, match=str(path.name)):
+    if damage == "delete":
+        path.unlink()
+    elif damage == "flip":  # same size, different bytes at the end: the checksum catches it
+        path.write_bytes(data[:-5] + bytes(b ^ 0xFF for b in data[-5:]))
+    else:
+        path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a zip" * 50, "empty": b""}[damage])
+    with pytest.warns(UserWarning, match=marker.name.replace(".", r"\.")):
         rebuilt = tf.load_trifeature(30, 16, 7, cache_dir=tmp_path)
     assert rebuilt.images.tobytes() == fresh.images.tobytes()
     assert path.read_bytes() == data  # rewritten whole
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary files left behind
 
 
 def test_train_and_test_splits_are_different_images(tmp_path):
