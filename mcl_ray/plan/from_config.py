@@ -290,11 +290,40 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def pretrained_normalisation(backbone: str, pretrained) -> dict[str, tuple[float, ...]]:
+    """The mean/std the pretrained weights were trained with, from the library's own pretrained config (timm's
+    ImageNet statistics for a ResNet, OpenAI's for CLIP, 0.5 for SigLIP or most ViTs); {} for random init,
+    which keeps the default 0.5 / 0.5. Nothing is downloaded."""
+    if not pretrained:
+        return {}
+    name = backbone.strip()
+    provider, _, model = name.partition(":") if ":" in name else ("timm", "", name)
+    provider = provider.lower()
+    if provider == "open_clip" and model.startswith("timm/") and pretrained is True:
+        provider, model = "timm", model[len("timm/"):]  # a pretrained timm image tower
+    try:
+        if provider == "open_clip" and isinstance(pretrained, str):
+            import open_clip
+
+            cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
+            mean, std = cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD)
+        elif provider == "timm":
+            import timm
+
+            cfg = timm.models.get_pretrained_cfg(model)
+            if cfg is None:
+                return {}
+            mean, std = cfg.mean, cfg.std
+        else:
+            return {}
+    except Exception:  # an unknown name fails where the model is built, with the library's own message
+        return {}
+    return {"mean": tuple(float(v) for v in mean), "std": tuple(float(v) for v in std)}
+
+
 def augment_spec(cfg: ExperimentConfig) -> AugmentSpec:
     a = cfg.augment
-    stats = {}
-    if is_image_text_model(cfg.model.backbone) and isinstance(cfg.model.pretrained, str):
-        stats = {"mean": CLIP_MEAN, "std": CLIP_STD}
+    stats = pretrained_normalisation(cfg.model.backbone, cfg.model.pretrained)
     return AugmentSpec(crop_size=cfg.data.image_size, crop_scale=tuple(a.crop_scale), hflip=a.hflip,
                        jitter_strength=a.jitter, jitter_prob=a.jitter_prob, grayscale=a.grayscale, blur=a.blur, **stats)
 

@@ -158,6 +158,19 @@ def test_pretrained_clip_towers_get_openai_normalisation_and_random_init_keeps_t
     pretrained = build_config({**CLIP_CFG, "model": {"backbone": "open_clip:ViT-B-32", "pretrained": "openai", "head": "none"}})
     assert augment_spec(pretrained).mean == CLIP_MEAN
     assert augment_spec(build_config(CLIP_CFG)).mean == (0.5, 0.5, 0.5)
+    siglip = build_config({**CLIP_CFG, "model": {"backbone": "open_clip:ViT-B-16-SigLIP", "pretrained": "webli", "head": "none"}})
+    assert augment_spec(siglip).mean == (0.5, 0.5, 0.5)  # each tag's own statistics, from open_clip's config
+
+
+def test_pretrained_timm_backbones_are_normalised_with_their_own_statistics():
+    from mcl_ray.plan.from_config import augment_spec
+
+    resnet = build_config({"model": {"backbone": "resnet18", "pretrained": True}, "data": {"image_size": 32}})
+    spec = augment_spec(resnet)
+    assert spec.mean == pytest.approx((0.485, 0.456, 0.406)) and spec.std == pytest.approx((0.229, 0.224, 0.225))
+    tower = build_config({**CLIP_CFG, "model": {"backbone": "open_clip:timm/resnet18", "pretrained": True, "head": "none"}})
+    assert augment_spec(tower).mean == pytest.approx((0.485, 0.456, 0.406))
+    assert augment_spec(build_config({"model": {"backbone": "resnet18"}, "data": {"image_size": 32}})).mean == (0.5, 0.5, 0.5)
 
 
 def test_ifm_perturbs_both_directions_of_the_clip_logits():
