@@ -29,13 +29,20 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def machine() -> tuple[str, str, str, int]:
+    """What bitwise results depend on: CPU model, the kernels torch picks for it (a cloud 'AMD EPYC' can be AVX2 or
+    AVX-512), torch version, threads."""
+    return cpu_model(), torch.backends.cpu.get_cpu_capability(), torch.__version__, torch.get_num_threads()
+
+
 def check_golden(result, run_dir: Path) -> None:
     """`result`, `run_dir`: run_local of tests/tiny.py's TINY config (default name, 2 stages)."""
     meta = json.loads((GOLDEN / "tiny_local.json").read_text())
-    here = (cpu_model(), torch.__version__, torch.get_num_threads())
-    if here != (meta["cpu"], meta["torch"], meta["torch_threads"]):
-        pytest.skip(f"golden embeddings recorded on {meta['cpu']} / torch {meta['torch']} / {meta['torch_threads']} "
-                    f"threads; this is {here[0]} / {here[1]} / {here[2]}")
+    here = machine()
+    recorded = (meta["cpu"], meta.get("cpu_capability"), meta["torch"], meta["torch_threads"])
+    if here != recorded:
+        pytest.skip(f"golden embeddings recorded on {' / '.join(map(str, recorded))} (cpu, kernels, torch, threads); "
+                    f"this is {' / '.join(map(str, here))} (tests/golden_record.py re-records on a trusted commit)")
     golden = np.load(GOLDEN / "tiny_local.npz")
     stages = [np.load(stage_artifacts(run_dir, k) / "test_backbone.npy") for k in (1, 2)]
     np.testing.assert_array_equal(stages[0], golden["stage_1_test"])

@@ -4,8 +4,9 @@ A method owns the encoder, builds its own inputs from a batch (`prepare`: two au
 several views or an image and its caption for other methods) and computes its loss in forward(), so the
 trainer can wrap it in DistributedDataParallel and stay ignorant of the objective. forward() returns named
 outputs: 'loss' and what regularisers may use ('projections', one [B, D] tensor per view; 'logits', the
-`Logits` of each loss term it averages). Anything that must
-happen after the optimizer step (a momentum-encoder update) goes in after_step().
+`Logits` of each loss term it averages), plus any detached scalar terms of its loss (reported as loss/<name>).
+Anything that must happen after the optimizer step (a momentum-encoder update) goes in after_step(); per-epoch
+state computed from the whole training set (SPCL's prototypes) in begin_epoch().
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ContrastiveMethod(nn.Module):
         self.gather = bool(gather)
 
     needs_captions = False  # image-text methods: the trainer passes each image's tokenised caption to prepare()
+    needs_indices = False  # True: the trainer passes forward() the batch's dataset indices as `indices=` [B] (SPCL)
+    needs_epoch_features = False  # True: the trainer calls begin_epoch() at the start of every epoch (SPCL)
 
     def prepare(self, batch: Tensor, augment: Callable[[Tensor], Tensor], texts: Tensor | None = None) -> tuple[Tensor, ...]:
         """This method's inputs from a batch of images (and their caption tokens, for image-text methods): two
@@ -42,7 +45,9 @@ class ContrastiveMethod(nn.Module):
         return augment(batch), augment(batch)
 
     def forward(self, *inputs: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
-        """{'loss': scalar, ...} for the prepared inputs; `groups` [B] restricts negatives (MCL)."""
+        """{'loss': scalar, ...} for the prepared inputs; `groups` [B] restricts negatives (MCL). Other scalar
+        (0-dim) outputs are the loss's terms, reported per epoch as loss/<name>; methods with `needs_indices` also
+        take `indices=`."""
         raise NotImplementedError
 
     def set_stage_groups(self, group_ids) -> None:
@@ -51,6 +56,14 @@ class ContrastiveMethod(nn.Module):
 
     def after_step(self) -> None:
         """Called after optimizer.step(); no-op unless the method keeps a momentum encoder."""
+
+    def begin_epoch(self, epoch: int, embed_train: Callable[[], object], *, seed: int = 0) -> list[nn.Parameter] | None:
+        """Called by the trainer at the start of every epoch on every rank, only for methods that set
+        `needs_epoch_features`. `embed_train()` returns the training set's un-augmented backbone features [N, F]
+        (call it on one rank and broadcast what it yields: it embeds the whole set); `seed` is the stage's seed.
+        Returns parameters the method re-initialised in place, whose optimizer state the trainer then drops.
+        No-op by default."""
+        return None
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather={self.gather}"

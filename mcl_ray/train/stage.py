@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from mcl_ray.data.augment import BatchAugment
-from mcl_ray.data.base import ImageSet
+from mcl_ray.data.base import ImageSet, image_rows
 from mcl_ray.errors import ConfigError, DataError, TrainingError
 from mcl_ray.eval.knn import knn_accuracy
 from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
@@ -147,25 +147,39 @@ def train_stage(
         start_epoch = int(resume_state["epoch"]) + 1
         history = list(resume_state.get("history", []))
 
-    images = torch.from_numpy(np.ascontiguousarray(train_set.images))
+    images = train_set.images  # in memory or memory-mapped: each step reads only its batch's rows
     texts = caption_tokens(objective, encoder, train_set)
     group_ids = torch.from_numpy(np.zeros(len(train_set), np.int64) if groups is None else np.asarray(groups, np.int64))
     use_amp = train.amp and device.type == "cuda"
     if ctx.is_main and groups is not None:
         log.info("stage %d sampling plan (%s): %s", stage + 1, spec.sampling, plan_summary(sampler, 0, loss_groups=groups))
 
+    # Methods with per-epoch state from the whole training set (SPCL's prototypes). `getattr`: test wrappers of
+    # the objective need not forward these flags. begin_epoch runs on every rank; the method calls the embedding
+    # on rank 0 only and broadcasts its result, so it is computed once per epoch for all workers.
+    epoch_features = getattr(objective, "needs_epoch_features", False)
+    pass_indices = getattr(objective, "needs_indices", False)
+
     for epoch in range(start_epoch, train.epochs):
         sampler.set_epoch(epoch)
+        if epoch_features:
+            reinitialised = objective.begin_epoch(
+                epoch, lambda: embed_images(encoder, train_set.images, spec.augment, device=device)["backbone"],
+                seed=spec.seed,
+            )
+            for param in reinitialised or ():  # a head re-initialised in place starts without stale momentum
+                optimizer.state.pop(param, None)
         objective.train()
         t0, seen, sums = time.perf_counter(), 0, {}
         for step, idx in enumerate(sampler):
             global_step = epoch * steps_per_epoch + step
             scheduler.step_update(global_step)
             index = torch.as_tensor(idx, dtype=torch.long)
-            batch = images[index].to(device, non_blocking=True)
+            batch = image_rows(images, index).to(device, non_blocking=True)
             inputs = objective.prepare(batch, augment, None if texts is None else texts[index].to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                losses = model(*inputs, groups=group_ids[index].to(device))
+                extra = {"indices": index.to(device)} if pass_indices else {}  # SPCL: the samples' prototype ids
+                losses = model(*inputs, groups=group_ids[index].to(device), **extra)
             loss = losses["loss"]
             loss_value = global_mean(loss.detach(), ctx.world_size)  # one host sync: NaN check and running mean
             check_finite(loss_value, stage + 1, epoch + 1, step + 1)

@@ -380,7 +380,7 @@ def test_build_objective_gives_each_method_its_own_options():
 
 
 def test_objective_errors_name_the_field_and_suggest():
-    with pytest.raises(ConfigError, match=r"objective.name: unknown objective 'simclrr' \(did you mean 'simclr'\?\); known: clip, moco, simclr"):
+    with pytest.raises(ConfigError, match=r"objective.name: unknown objective 'simclrr' \(did you mean 'simclr'\?\); known: clip, metaug, moco, simclr, spcl"):
         spec(name="simclrr")
     with pytest.raises(ConfigError, match=r"objective.temprature: unknown option for objective 'simclr'.*did you mean 'objective.temperature'"):
         spec(name="simclr", temprature=0.2)

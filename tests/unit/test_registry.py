@@ -40,7 +40,7 @@ def test_package_registries_list_names_from_files_and_import_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == (
         "['arrays', 'cifar10', 'cifar100', 'imagefolder', 'imagetext', 'labeled', 'randbit', 'stl10', 'trifeature', 'webdataset'] "
-        "['linear', 'mocov2', 'none', 'simclr'] ['open_clip', 'timm'] ['clip', 'moco', 'simclr'] ['dimcl', 'ifm']"
+        "['linear', 'mocov2', 'none', 'simclr'] ['open_clip', 'timm'] ['clip', 'metaug', 'moco', 'simclr', 'spcl'] ['dimcl', 'ifm']"
     )
     assert out[1] == "False"
     assert out[2] == "True False"

@@ -1,0 +1,197 @@
+"""The related methods as MCL's base, on Trifeature: which bases reduce suppression alone, and does MCL add on top?
+
+For each base (SimCLR, MoCo v2, SimCLR+DimCL, SimCLR+IFM, SPCL, MetAug) and seed: one 3-stage MCL run with that
+base as every stage's objective. Its stage 1 is exactly the 1-stage run of the base (same config, seed and data;
+the trainer is deterministic), so "1 stage" rows are read from it; "MCL" rows are the integrated 1..3
+representation. Per attribute: kNN and linear-probe accuracy on held-out images, mean +- std over seeds, and
+MCL's gain over its own base in points (paired per seed).
+
+Step cost: one training step (augment, forward, backward, optimizer step, after_step) of each base on the same
+batch and model, relative to SimCLR in the same run (SPCL's per-epoch prototype pass is timed separately: it runs
+once per epoch, not per step).
+
+    python -m bench.methods             # full run, 2 seeds (about 30 min on a 2-core CPU)
+    python -m bench.methods --quick     # smoke run (not a result)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import format_table, write_result
+from mcl_ray.data.experiment_data import load_experiment_data
+from mcl_ray.plan.from_config import data_spec, load_config
+from mcl_ray.plan.local import run_local
+
+ATTRIBUTES = ("shape", "texture", "color")
+METRICS = ("knn", "linear")
+BASES: dict[str, list[str]] = {
+    "simclr": ["objective.name=simclr"],
+    "moco": ["objective.name=moco", "objective.queue_size=1024"],  # queue below the 2000 training images
+    "simclr+dimcl": ["objective.name=simclr", "objective.regularizers=[{name: dimcl}]"],
+    "simclr+ifm": ["objective.name=simclr", "objective.regularizers=[{name: ifm}]"],
+    "spcl": ["objective.name=spcl"],
+    "metaug": ["objective.name=metaug"],
+}
+
+
+def make_config(args: argparse.Namespace, base: str, seed: int):
+    return load_config(None, [
+        f"name=methods/{base}/seed{seed}", f"seed={seed}", f"output_dir={args.workdir}", f"data.root={args.data_root}",
+        "data.name=trifeature", f"data.train_size={args.train_size}", f"data.test_size={args.test_size}",
+        f"data.image_size={args.image_size}", f"model.backbone={args.backbone}", "model.cifar_stem=false",
+        "model.proj_hidden_dim=256", "model.proj_dim=64",
+        f"mcl.stages={args.stages}", f"mcl.clusters={args.clusters}", f"train.epochs={args.epochs}",
+        f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", f"objective.temperature={args.temperature}",
+        "eval.online_knn_every=0", "train.log_every=100000", *BASES[base],
+    ])
+
+
+def scores(evals: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{a}/{m}": float(evals[a][m]) for a in ATTRIBUTES for m in METRICS if a in evals and m in evals[a]}
+
+
+def run_base(args: argparse.Namespace, base: str, seed: int, data) -> dict[str, Any]:
+    cfg = make_config(args, base, seed)
+    t0 = time.perf_counter()
+    run = run_local(cfg, data=data, progress=args.verbose)
+    return {
+        "base": base, "seed": seed, "seconds": time.perf_counter() - t0,
+        "one_stage": scores(run.stages[0].integrated_eval),
+        "mcl": scores(run.stages[-1].integrated_eval),
+        "stage_alone": [scores(s.stage_eval) for s in run.stages],
+        "loss_terms": sorted({k for s in run.stages for h in s.history for k in h if k.startswith("loss/")}),
+    }
+
+
+def step_costs(args: argparse.Namespace, data) -> list[dict[str, Any]]:
+    """Median step time of each base on one batch and model, and its ratio to SimCLR's (same run)."""
+    from mcl_ray.data.augment import BatchAugment
+    from mcl_ray.models.encoder import build_encoder
+    from mcl_ray.objectives.objective import build_objective
+    from mcl_ray.plan.from_config import augment_spec, model_spec, objective_spec
+    from mcl_ray.train.embed import embed_images
+    from mcl_ray.train.optim import build_optimizer
+
+    images = torch.from_numpy(np.ascontiguousarray(data.pretrain.images))
+    rows = []
+    for base in BASES:
+        cfg = make_config(args, base, 0)
+        torch.manual_seed(0)
+        encoder = build_encoder(model_spec(cfg))
+        objective = build_objective(objective_spec(cfg, 0), encoder, gather=False)
+        optimizer = build_optimizer(objective, cfg.train)
+        augment = BatchAugment(augment_spec(cfg))
+        epoch_s = 0.0
+        if getattr(objective, "needs_epoch_features", False):  # SPCL: prototypes of the whole set, once per epoch
+            t0 = time.perf_counter()
+            objective.begin_epoch(0, lambda: embed_images(encoder, data.pretrain.images, augment_spec(cfg))["backbone"])
+            epoch_s = time.perf_counter() - t0
+        gen = torch.Generator().manual_seed(0)
+        times = []
+        for step in range(args.warmup + args.steps):
+            idx = torch.randint(0, len(images), (args.batch_size,), generator=gen)
+            t0 = time.perf_counter()
+            inputs = objective.prepare(images[idx], augment)
+            kwargs = {"indices": idx} if getattr(objective, "needs_indices", False) else {}
+            loss = objective(*inputs, **kwargs)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            objective.after_step()
+            if step >= args.warmup:
+                times.append(time.perf_counter() - t0)
+        rows.append({"base": base, "step_ms": 1000 * statistics.median(times),
+                     "p90_ms": 1000 * sorted(times)[int(0.9 * (len(times) - 1))], "per_epoch_pass_s": epoch_s})
+    for row in rows:
+        row["ratio_vs_simclr"] = row["step_ms"] / rows[0]["step_ms"]
+    return rows
+
+
+def mean_std(values: list[float]) -> list[float]:
+    arr = np.asarray(values, dtype=float)
+    return [float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per base: 1-stage and MCL scores, and MCL's paired gain over its base in points, mean +- std over seeds."""
+    out: dict[str, Any] = {}
+    for base in BASES:
+        mine = [r for r in runs if r["base"] == base]
+        if not mine:
+            continue
+        keys = list(mine[0]["one_stage"])
+        out[base] = {
+            "one_stage": {k: mean_std([r["one_stage"][k] for r in mine]) for k in keys},
+            "mcl": {k: mean_std([r["mcl"][k] for r in mine]) for k in keys},
+            "mcl_gain_points": {k: mean_std([100 * (r["mcl"][k] - r["one_stage"][k]) for r in mine]) for k in keys},
+            "seconds": mean_std([r["seconds"] for r in mine]),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
+    p.add_argument("--stages", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5, help="epochs per stage")
+    p.add_argument("--clusters", type=int, default=10)
+    p.add_argument("--backbone", default="test_resnet")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per base for the step cost")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
+    p.add_argument("--workdir", default="runs/bench-methods")
+    p.add_argument("--name", default="methods")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.stages, args.train_size, args.test_size = [0], 1, 2, 400, 200
+        args.steps, args.name, args.workdir = 2, "methods-quick", f"{args.workdir}-quick"
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mcl_ray").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    t0 = time.perf_counter()
+    data = load_experiment_data(data_spec(make_config(args, "simclr", 0)))
+    costs = step_costs(args, data)
+    print(format_table(costs))
+    runs = []
+    for seed in args.seeds:
+        for base in args.bases:
+            print(f"seed {seed}: {base}, {args.stages} stages x {args.epochs} epochs", flush=True)
+            runs.append(run_base(args, base, seed, data))
+    summary = summarise(runs)
+    rows = []
+    for base, s in summary.items():
+        for metric in METRICS:
+            rows.append({"base": base, "metric": metric, **{
+                a: f"{s['one_stage'][f'{a}/{metric}'][0]:.3f} -> {s['mcl'][f'{a}/{metric}'][0]:.3f} "
+                   f"({s['mcl_gain_points'][f'{a}/{metric}'][0]:+.1f}±{s['mcl_gain_points'][f'{a}/{metric}'][1]:.1f})"
+                for a in ATTRIBUTES}})
+    print("1 stage -> MCL integrated (MCL's gain in points, mean±std over seeds)")
+    print(format_table(rows))
+    path = write_result(args.name, {
+        "settings": {k: v for k, v in vars(args).items() if k != "verbose"},
+        "step_costs": costs, "summary_mean_std": summary, "runs": runs,
+        "total_seconds": time.perf_counter() - t0,
+    })
+    print(f"wrote {path} in {(time.perf_counter() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
