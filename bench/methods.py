@@ -3,14 +3,16 @@
 For each base (SimCLR, MoCo v2, SimCLR+DimCL, SimCLR+IFM, SPCL, MetAug) and seed: one 3-stage MCL run with that
 base as every stage's objective. Its stage 1 is exactly the 1-stage run of the base (same config, seed and data;
 the trainer is deterministic), so "1 stage" rows are read from it; "MCL" rows are the integrated 1..3
-representation. Per attribute: kNN and linear-probe accuracy on held-out images, mean +- std over seeds, and
-MCL's gain over its own base in points (paired per seed).
+representation. The control: an ensemble of 3 ordinary 1-stage runs of the same base (MCL's stage 1 and two
+more seeds), integrated the same way, so concatenating models is not credited to MCL. Per attribute: kNN and
+linear-probe accuracy on held-out images, mean +- std over seeds, MCL's gain over its own base and over the
+ensemble, in points (paired per seed).
 
 Step cost: one training step (augment, forward, backward, optimizer step, after_step) of each base on the same
 batch and model, relative to SimCLR in the same run (SPCL's per-epoch prototype pass is timed separately: it runs
 once per epoch, not per step).
 
-    python -m bench.methods             # full run, 2 seeds (about 30 min on a 2-core CPU)
+    python -m bench.methods             # full run, 2 seeds (about 20 min on a 2-core CPU)
     python -m bench.methods --quick     # smoke run (not a result)
 """
 
@@ -37,20 +39,22 @@ BASES: dict[str, list[str]] = {
     "moco": ["objective.name=moco", "objective.queue_size=1024"],  # queue below the 2000 training images
     "simclr+dimcl": ["objective.name=simclr", "objective.regularizers=[{name: dimcl}]"],
     "simclr+ifm": ["objective.name=simclr", "objective.regularizers=[{name: ifm}]"],
-    "spcl": ["objective.name=spcl"],
+    "spcl": ["objective.name=spcl", "objective.prototypes=50"],  # the paper's 512 is for ImageNet; 40 images each here
     "metaug": ["objective.name=metaug"],
 }
+# step cost only: MetAug's generators (hidden 2048, the paper's) dominate a small encoder's step
+STEP_ONLY: dict[str, list[str]] = {"metaug hidden=512": ["objective.name=metaug", "objective.generator_hidden=512"]}
 
 
-def make_config(args: argparse.Namespace, base: str, seed: int):
+def make_config(args: argparse.Namespace, base: str, seed: int, stages: int | None = None, name: str | None = None):
     return load_config(None, [
-        f"name=methods/{base}/seed{seed}", f"seed={seed}", f"output_dir={args.workdir}", f"data.root={args.data_root}",
+        f"name=methods/{base.replace(' ', '_')}/{name or f'seed{seed}'}", f"seed={seed}", f"output_dir={args.workdir}", f"data.root={args.data_root}",
         "data.name=trifeature", f"data.train_size={args.train_size}", f"data.test_size={args.test_size}",
         f"data.image_size={args.image_size}", f"model.backbone={args.backbone}", "model.cifar_stem=false",
         "model.proj_hidden_dim=256", "model.proj_dim=64",
-        f"mcl.stages={args.stages}", f"mcl.clusters={args.clusters}", f"train.epochs={args.epochs}",
+        f"mcl.stages={stages or args.stages}", f"mcl.clusters={args.clusters}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", f"objective.temperature={args.temperature}",
-        "eval.online_knn_every=0", "train.log_every=100000", *BASES[base],
+        "eval.online_knn_every=0", "train.log_every=100000", *{**BASES, **STEP_ONLY}[base],
     ])
 
 
@@ -58,14 +62,32 @@ def scores(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{a}/{m}": float(evals[a][m]) for a in ATTRIBUTES for m in METRICS if a in evals and m in evals[a]}
 
 
+def ensemble_scores(args: argparse.Namespace, base: str, seed: int, mcl_cfg, mcl_run, data) -> dict[str, float]:
+    """The control: MCL's stage 1 plus S - 1 more 1-stage runs of the same base with other seeds (seed + 1000 m,
+    as the study's ensemble arm), integrated exactly like MCL's stages."""
+    from bench.suppression import stage_features
+    from mcl_ray.mcl.integration import integrate
+    from mcl_ray.plan.evaluation import evaluate
+    from mcl_ray.plan.from_config import eval_spec
+
+    parts = [stage_features(mcl_run.stages[0], mcl_cfg)]
+    for member in range(1, args.stages):
+        cfg = make_config(args, base, seed + 1000 * member, stages=1, name=f"seed{seed}-member{member}")
+        parts.append(stage_features(run_local(cfg, data=data, progress=args.verbose).stages[0], cfg))
+    return scores(evaluate(eval_spec(mcl_cfg), integrate([p for p, _ in parts]), integrate([t for _, t in parts]), data))
+
+
 def run_base(args: argparse.Namespace, base: str, seed: int, data) -> dict[str, Any]:
     cfg = make_config(args, base, seed)
     t0 = time.perf_counter()
     run = run_local(cfg, data=data, progress=args.verbose)
+    mcl_s = time.perf_counter() - t0
+    ensemble = ensemble_scores(args, base, seed, cfg, run, data)
     return {
-        "base": base, "seed": seed, "seconds": time.perf_counter() - t0,
+        "base": base, "seed": seed, "seconds": mcl_s, "ensemble_seconds": time.perf_counter() - t0 - mcl_s,
         "one_stage": scores(run.stages[0].integrated_eval),
         "mcl": scores(run.stages[-1].integrated_eval),
+        "ensemble": ensemble,
         "stage_alone": [scores(s.stage_eval) for s in run.stages],
         "loss_terms": sorted({k for s in run.stages for h in s.history for k in h if k.startswith("loss/")}),
     }
@@ -82,8 +104,8 @@ def step_costs(args: argparse.Namespace, data) -> list[dict[str, Any]]:
 
     images = torch.from_numpy(np.ascontiguousarray(data.pretrain.images))
     rows = []
-    for base in BASES:
-        cfg = make_config(args, base, 0)
+    for base in [*BASES, *STEP_ONLY]:
+        cfg = make_config(args, base, 0, name="step-cost")
         torch.manual_seed(0)
         encoder = build_encoder(model_spec(cfg))
         objective = build_objective(objective_spec(cfg, 0), encoder, gather=False)
@@ -131,7 +153,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[base] = {
             "one_stage": {k: mean_std([r["one_stage"][k] for r in mine]) for k in keys},
             "mcl": {k: mean_std([r["mcl"][k] for r in mine]) for k in keys},
+            "ensemble": {k: mean_std([r["ensemble"][k] for r in mine]) for k in keys},
             "mcl_gain_points": {k: mean_std([100 * (r["mcl"][k] - r["one_stage"][k]) for r in mine]) for k in keys},
+            "mcl_vs_ensemble_points": {k: mean_std([100 * (r["mcl"][k] - r["ensemble"][k]) for r in mine]) for k in keys},
             "seconds": mean_std([r["seconds"] for r in mine]),
         }
     return out
@@ -151,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per base for the step cost")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per base for the step cost")
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
     p.add_argument("--workdir", default="runs/bench-methods")
     p.add_argument("--name", default="methods")
@@ -180,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         for metric in METRICS:
             rows.append({"base": base, "metric": metric, **{
                 a: f"{s['one_stage'][f'{a}/{metric}'][0]:.3f} -> {s['mcl'][f'{a}/{metric}'][0]:.3f} "
-                   f"({s['mcl_gain_points'][f'{a}/{metric}'][0]:+.1f}±{s['mcl_gain_points'][f'{a}/{metric}'][1]:.1f})"
+                   f"({s['mcl_gain_points'][f'{a}/{metric}'][0]:+.1f}±{s['mcl_gain_points'][f'{a}/{metric}'][1]:.1f}); "
+                   f"vs ensemble {s['mcl_vs_ensemble_points'][f'{a}/{metric}'][0]:+.1f}"
+                   f"±{s['mcl_vs_ensemble_points'][f'{a}/{metric}'][1]:.1f}"
                 for a in ATTRIBUTES}})
-    print("1 stage -> MCL integrated (MCL's gain in points, mean±std over seeds)")
+    print("1 stage -> MCL integrated (MCL's gain over its base; then MCL minus the ensemble of S 1-stage runs of the "
+          "same base; points, mean±std over seeds, paired)")
     print(format_table(rows))
     path = write_result(args.name, {
         "settings": {k: v for k, v in vars(args).items() if k != "verbose"},

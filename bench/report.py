@@ -153,6 +153,51 @@ def clip_step(result: dict) -> str:
     )
 
 
+def methods(result: dict) -> str:
+    st = result["settings"]
+    costs = [[r["base"], f"{r['step_ms']:.0f}", f"{r['ratio_vs_simclr']:.2f}x",
+              f"{r['per_epoch_pass_s']:.2f} s" if r["per_epoch_pass_s"] else "-"] for r in result["step_costs"]]
+    rows = []
+    for base, s in result["summary_mean_std"].items():
+        for metric in ("knn", "linear"):
+            rows.append([base, metric] + [
+                f"{s['one_stage'][f'{a}/{metric}'][0]:.3f} -> {s['mcl'][f'{a}/{metric}'][0]:.3f} "
+                f"({s['mcl_gain_points'][f'{a}/{metric}'][0]:+.1f} ± {s['mcl_gain_points'][f'{a}/{metric}'][1]:.1f})"
+                + (f"; vs ensemble {s['mcl_vs_ensemble_points'][f'{a}/{metric}'][0]:+.1f} ± "
+                   f"{s['mcl_vs_ensemble_points'][f'{a}/{metric}'][1]:.1f}" if "mcl_vs_ensemble_points" in s else "")
+                for a in ("shape", "texture", "color")])
+    return "\n\n".join([
+        f"**Base methods with and without MCL** (`python -m bench.methods`, {result['total_seconds'] / 60:.1f} min): "
+        f"Trifeature {st['train_size']}/{st['test_size']} images at {st['image_size']} px, {st['backbone']}, "
+        f"{st['stages']} stages x {st['epochs']} epochs, K={st['clusters']}, seeds {st['seeds']}. Each base's 1-stage "
+        "run is its MCL run's stage 1; cells are 1 stage -> integrated MCL (MCL's gain in points), then MCL minus the "
+        "control, an ensemble of as many 1-stage runs of the same base integrated the same way (points; mean ± std "
+        "over seeds, paired):",
+        md_table(["base", "probe", "shape", "texture", "colour"], rows),
+        f"Step cost on the same batch ({st['batch_size']} images) and model, median of {st['steps']} steps, "
+        "relative to SimCLR in the same run (SPCL's prototype pass runs once per epoch):",
+        md_table(["base", "ms/step", "vs SimCLR", "per-epoch pass"], costs),
+        machine_line(result)])
+
+
+def data_scale(result: dict) -> str:
+    rows = [[f"{r['images']:,}", str(r["rank"]), f"{r['peak_anon_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
+             f"{r['train_img_s']:.0f}", f"{r['embed_img_s']:.0f}"] for r in result["workers"]]
+    speed = result["speed"]["images_per_s"]
+    growth = result.get("worker_anon_growth_largest_vs_smallest")
+    return section(
+        f"**Data at scale** (`python -m bench.data_scale`, {result['total_seconds'] / 60:.1f} min): memory-mapped "
+        f"32-px sets, {result['settings']['workers']} Ray Train workers, each training {result['settings']['steps']} "
+        "steps through the per-batch read, then embedding its half of the set for clustering. Peak anonymous memory "
+        "is what a worker owns; peak RSS also counts the shared page-cache pages of the mapping it has read:",
+        ["images", "worker", "peak anon MB", "peak RSS MB", "train img/s", "embed img/s"], rows, result,
+        f"Driver: peak anon {result['driver']['peak_anon_mb']:.0f} MB. "
+        + (f"Worker memory, largest vs smallest set: {growth:.3f}x. " if growth else "")
+        + f"Training throughput on the same batches: memory-mapped {speed['memory-mapped']:.0f} images/s vs in memory "
+        f"{speed['in memory']:.0f} ({result['speed']['ratio_mapped_vs_in_memory']:.3f}x).",
+    )
+
+
 def randbit(result: dict) -> str:
     s = result["settings"]
     lines = [
@@ -212,7 +257,8 @@ def main() -> None:
     parts = [p for p in (refactor_check(),) if p]
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study),
-                         ("clip_step", clip_step), ("study_sweep_clip", study)):
+                         ("clip_step", clip_step), ("study_sweep_clip", study), ("methods", methods),
+                         ("data_scale", data_scale)):
         result = load(name)
         if result is not None:
             try:

@@ -64,7 +64,8 @@ class RayExecutor:
     def build(self, job: StageJob, data: ExperimentData) -> dict[str, Any]:
         spec = job.spec
         callbacks = [LiveCurves(str(self.curves_dir), spec.index + 1, spec.train.epochs)] if self.curves_dir else None
-        out = run_stage_job(job, resources=self.resources, actor=self.actor, attributes=self.attributes,
+        actor = self.actor if job.cluster_key else None  # the last stage and 1-stage runs cluster nothing
+        out = run_stage_job(job, resources=self.resources, actor=actor, attributes=self.attributes,
                             num_samples=len(data.pretrain), callbacks=callbacks, **self.job_settings)
         remove_train_checkpoints(ArtifactStore(job.store_root), job.stage_key)
         return out

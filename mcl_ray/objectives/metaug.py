@@ -94,6 +94,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 import torch.autograd.forward_ad as fwAD
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call
 
 from mcl_ray.errors import ConfigError, DataError
@@ -469,7 +470,9 @@ class MetAug(ContrastiveMethod):
             v, direct = _average_across_ranks(grads[: len(names)]), grads[len(names):]
 
             # J v at theta_t, one forward-mode pass per view
-            with torch.no_grad(), fwAD.dual_level():
+            # forward-mode AD has no rule for the fused attention kernels timm's ViTs and open_clip use: the math
+            # kernel computes the same attention and supports it
+            with torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
                 dual = {n: fwAD.make_dual(pending.theta[n], t.to(pending.theta[n].dtype)) for n, t in zip(names, v)}
                 u1 = fwAD.unpack_dual(self._project(dual, fixed, pending.view1)).tangent
                 u2 = fwAD.unpack_dual(self._project(dual, fixed, pending.view2)).tangent

@@ -118,6 +118,8 @@ def apply_objective_choice(experiment: dict[str, Any], params: dict[str, Any],
     options = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
     rest = {k: v for k, v in params.items() if k != BASE_PARAM and not any(k.startswith(f"objective.{c}.") for c in choices)}
     choice = ObjectiveChoice.model_validate(choices[base])
+    if "temperature" in choice.objective or "temperature" in choice.search:
+        rest.pop("objective.temperature", None)  # the choice's own temperature wins over the shared dimension
     return {**experiment, "objective": choice_objective(experiment.get("objective", {}), choice, options)}, rest
 
 

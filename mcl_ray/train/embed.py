@@ -17,19 +17,25 @@ def embed_images(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 512,
+    keep: tuple[str, ...] = ("backbone", "projector"),
 ) -> dict[str, np.ndarray]:
-    """Return {'backbone': [N, F], 'projector': [N, D]} float32 arrays (eval mode, no grad)."""
+    """Return {'backbone': [N, F], 'projector': [N, D]} float32 arrays (eval mode, no grad), only those in `keep`.
+
+    Reads `images` (in memory or memory-mapped) one batch at a time and writes into preallocated outputs, so the
+    peak is the outputs themselves: no per-batch list to concatenate, nothing kept that the caller drops."""
     was_training = encoder.training
     encoder.eval()
-    feats: list[np.ndarray] = []
-    projs: list[np.ndarray] = []
+    out: dict[str, np.ndarray] = {}
     for start in range(0, len(images), batch_size):
         batch = image_rows(images, slice(start, start + batch_size)).to(device, non_blocking=True)
         h, z = encoder(normalize_batch(batch, spec))
-        feats.append(h.float().cpu().numpy())
-        projs.append(z.float().cpu().numpy())
+        for name, value in (("backbone", h), ("projector", z)):
+            if name in keep:
+                if name not in out:
+                    out[name] = np.empty((len(images), value.shape[1]), np.float32)
+                out[name][start:start + len(value)] = value.float().cpu().numpy()
     encoder.train(was_training)
-    return {"backbone": np.concatenate(feats), "projector": np.concatenate(projs)}
+    return out
 
 
 @torch.no_grad()
@@ -50,7 +56,8 @@ def clustering_embeddings(encoder: torch.nn.Module, images: np.ndarray, captions
                           views: tuple[str, ...], spec: AugmentSpec, *, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """What a clustering step reads: the image embeddings ('backbone', 'projector'), and for the views 'text'
     the captions' embeddings by the model's text tower."""
-    out = embed_images(encoder, images, spec, device=device) if any(v != "text" for v in views) else {}
+    image_views = tuple(v for v in views if v != "text")
+    out = embed_images(encoder, images, spec, device=device, keep=image_views) if image_views else {}
     if "text" in views:
         out["text"] = embed_texts(encoder.backbone, list(captions), device=device)
     return out

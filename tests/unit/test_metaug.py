@@ -498,3 +498,23 @@ def test_one_stage_local_run_trains_metaug_and_resumes_with_its_generators(tmp_p
     ctx = StageContext(progress=False, on_epoch_end=lambda metrics, state_fn: resumed_states.append(state_fn()))
     train_stage(spec, data.pretrain, ctx=ctx, resume_state=states[0])
     assert len(resumed_states) == 1 and resumed_states[0]["epoch"] == 1
+
+
+def test_a_vit_encoder_takes_the_generator_step():
+    """timm's ViTs use fused attention, which forward-mode AD cannot differentiate; the virtual step must still run."""
+    from mcl_ray.models.encoder import build_encoder
+    from mcl_ray.plan.from_config import build_config, model_spec
+
+    cfg = build_config({"model": {"backbone": "test_vit", "patch_size": 4, "proj_hidden_dim": 32, "proj_dim": 16},
+                        "data": {"image_size": 16}})
+    torch.manual_seed(0)
+    objective = build_objective(_spec(generator_hidden=16, gather=False), build_encoder(model_spec(cfg)))
+    generators_before = [p.detach().clone() for p in objective.method.generators.parameters()]
+    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.1)
+    x1, x2 = torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    loss = objective(x1, x2)["loss"]
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    objective.after_step()
+    assert all(not torch.equal(a, b) for a, b in zip(generators_before, objective.method.generators.parameters()))

@@ -31,7 +31,7 @@ class MemoryMappedArrays(DataSource):
         try:
             with np.load(Path(root).expanduser() / f"{split}.npz", allow_pickle=False) as data:
                 return int(data["images_shape"][0])
-        except (OSError, KeyError, ValueError):
+        except Exception:  # a damaged or hand-written file is reported, naming it, when the data loads
             return None
 
     def load(self, split, *, root, image_size, download, size, seed, cache_dir):
@@ -49,7 +49,8 @@ class MemoryMappedArrays(DataSource):
             found = read_image_set_npz(marker, f"arrays-{split}")
         if found is None:  # a user's data is not rebuilt: say what is wrong with it
             reason = str(caught[-1].message) if caught else "unreadable"
-            raise DataError(f"arrays: {reason.replace('; rebuilding it', '')}")
+            raise DataError(f"arrays: {reason.replace('; rebuilding it', '')} (write the split with "
+                            "mcl_ray.data.cache.write_image_set_chunks)")
         if found.image_size != image_size:
             raise DataError(f"arrays: {marker.parent / (split + '.images.npy')} holds {found.image_size}-px images but "
                             f"data.image_size is {image_size} (resize them once beforehand)")
