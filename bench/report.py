@@ -124,7 +124,8 @@ def study(result: dict) -> str:
          f"{t['gain_points']:+.1f}"]
         for t in result["trials"]
     ]
-    backbone = result["settings"]["experiment"]["model"]["backbone"]
+    searched = sorted({t["backbone"] for t in result["trials"] if t.get("backbone")})  # what the trials ran
+    backbone = ", ".join(searched) or result["settings"]["experiment"]["model"]["backbone"]
     verdict = result.get("verdict")
     notes = []
     if verdict:
