@@ -7,7 +7,6 @@ surface through torch.multiprocessing.spawn.
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import pytest
@@ -18,25 +17,16 @@ import torch.nn as nn
 
 from mcl_ray.objectives import MoCo, gather_no_grad, gather_sizes, gather_with_grad, nt_xent_loss, rank_offset
 
+from ddp_helpers import free_port, rank_slice  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _slice(rank: int, sizes: list[int]) -> slice:
-    start = sum(sizes[:rank])
-    return slice(start, start + sizes[rank])
-
-
 def _check_gather_with_unequal_sizes(rank: int) -> None:
     sizes = [3, 2]
-    rows = _slice(rank, sizes)
+    rows = rank_slice(rank, sizes)
     full = torch.arange(20, dtype=torch.float64).reshape(5, 4)
     local = full[rows].clone().requires_grad_()
     assert gather_sizes(sizes[rank]) == sizes
@@ -54,7 +44,7 @@ def _check_gather_with_unequal_sizes(rank: int) -> None:
 def _check_gathered_nt_xent(rank: int, sizes: list[int]) -> None:
     """The workers' losses and gradients averaged (what DDP does) equal the full batch's, unequal sizes too."""
     total = sum(sizes)
-    rows = _slice(rank, sizes)
+    rows = rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(total)
     z1_full = torch.randn(total, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     z2_full = torch.randn(total, 8, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -80,7 +70,7 @@ def _check_gathered_dimcl(rank: int, sizes: list[int]) -> None:
     DDP averages equal the one-process gradient (unequal local batches too)."""
     from mcl_ray.objectives.regularizers.dimcl import dimcl_loss
 
-    rows = _slice(rank, sizes)
+    rows = rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(sum(sizes) + 11)
     z1_full = torch.randn(sum(sizes), 6, generator=gen, dtype=torch.float64)
     z2_full = torch.randn(sum(sizes), 6, generator=gen, dtype=torch.float64)
@@ -119,7 +109,7 @@ class _TinyEncoder(nn.Module):
 def _check_moco_ddp_gradient_is_the_full_batch_gradient(rank: int) -> None:
     """Unequal local batches (3 + 2): DDP's averaged gradient equals one process's on all 5 images."""
     sizes = [3, 2]
-    rows = _slice(rank, sizes)
+    rows = rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(2)
     v1, v2 = torch.randn(5, 6, generator=gen), torch.randn(5, 6, generator=gen)
     groups = torch.tensor([0, 1, 0, 1, 1])
@@ -140,7 +130,7 @@ def _check_moco_ddp_gradient_is_the_full_batch_gradient(rank: int) -> None:
 
 def _check_moco_in_ddp_enqueues_the_global_batch(rank: int) -> None:
     sizes = [3, 2]
-    rows = _slice(rank, sizes)
+    rows = rank_slice(rank, sizes)
     torch.manual_seed(0)
     method = MoCo(_TinyEncoder(), temperature=0.2, gather=True, queue_size=16)
     model = nn.parallel.DistributedDataParallel(method)  # momentum encoder is frozen, so DDP skips it
@@ -157,7 +147,7 @@ def _check_moco_in_ddp_enqueues_the_global_batch(rank: int) -> None:
         optimizer.zero_grad()
         model.module.after_step()
         # rank order, one key (view 2's) per image: [k2 r0, k2 r1]
-        order = [(_slice(r, sizes), k2) for r in range(WORLD)]
+        order = [(rank_slice(r, sizes), k2) for r in range(WORLD)]
         expected_keys = torch.cat([keys[s] for s, keys in order])
         expected_groups = torch.cat([groups[s] for s, _ in order])
         slots = [(before + i) % 16 for i in range(5)]
@@ -175,7 +165,7 @@ def _check_gathered_clip(rank: int, sizes: list[int]) -> None:
     losses and gradients, the logit scale's too, equal the single-process full-batch ones."""
     from mcl_ray.objectives.clip import clip_loss
 
-    total, rows = sum(sizes), _slice(rank, sizes)
+    total, rows = sum(sizes), rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(total + 5)
     image_full = torch.randn(total, 6, generator=gen, dtype=torch.float64)
     text_full = torch.randn(total, 6, generator=gen, dtype=torch.float64)
@@ -218,4 +208,4 @@ def _worker(rank: int, port: int) -> None:
 
 
 def test_two_process_gloo_gathers_and_losses():
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(),), nprocs=WORLD, join=True)

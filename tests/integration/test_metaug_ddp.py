@@ -9,7 +9,6 @@ torch.multiprocessing.spawn.
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import pytest
@@ -20,20 +19,11 @@ import torch.nn as nn
 
 from mcl_ray.objectives.metaug import MetAug
 
+from ddp_helpers import free_port, rank_slice  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _slice(rank: int, sizes: list[int]) -> slice:
-    start = sum(sizes[:rank])
-    return slice(start, start + sizes[rank])
 
 
 class _TinyEncoder(nn.Module):
@@ -70,7 +60,7 @@ def _same_on_every_rank(tensors) -> None:
 
 
 def _check_ddp_step_equals_full_batch(rank: int, sizes: list[int], grouped: bool) -> None:
-    total, rows = sum(sizes), _slice(rank, sizes)
+    total, rows = sum(sizes), rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(total)
     batches = [(torch.randn(total, 6, generator=gen, dtype=torch.float64),
                 torch.randn(total, 6, generator=gen, dtype=torch.float64)) for _ in range(2)]
@@ -119,4 +109,4 @@ def _worker(rank: int, port: int) -> None:
 
 
 def test_two_process_gloo_metaug_equals_single_process():
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(),), nprocs=WORLD, join=True)

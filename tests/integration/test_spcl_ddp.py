@@ -3,7 +3,6 @@ its gradients, averaged over the workers as DDP does, equal one process's on the
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import numpy as np
@@ -15,20 +14,11 @@ import torch.nn as nn
 
 from mcl_ray.objectives.spcl import SPCL, prototype_labels
 
+from ddp_helpers import free_port, rank_slice  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _slice(rank: int, sizes: list[int]) -> slice:
-    start = sum(sizes[:rank])
-    return slice(start, start + sizes[rank])
 
 
 class _TinyEncoder(nn.Module):
@@ -70,7 +60,7 @@ def _check_prototypes_are_computed_once_and_broadcast(rank: int) -> None:
 
 
 def _check_distributed_loss_and_gradient_equal_the_full_batch(rank: int, sizes: list[int], grouped: bool) -> None:
-    total, rows = sum(sizes), _slice(rank, sizes)
+    total, rows = sum(sizes), rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(total + grouped)
     v1 = torch.randn(total, 6, generator=gen, dtype=torch.float64)
     v2 = torch.randn(total, 6, generator=gen, dtype=torch.float64)
@@ -145,4 +135,4 @@ def _worker(rank: int, port: int) -> None:
 
 
 def test_two_process_gloo_prototypes_and_loss():
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(),), nprocs=WORLD, join=True)
