@@ -24,6 +24,8 @@ class MethodOptions(BaseModel):
     uses_negatives: ClassVar[bool] = True
     representations: ClassVar[tuple[str, ...]] = ("backbone", "projector")
     needs_captions: ClassVar[bool] = False  # image-text methods (clip): the data must caption every image
+    uses_temperature: ClassVar[bool] = True  # False: the loss has its own scale (MetAug's gamma); the shared
+    # temperature is then left out of the stage key, so trials that differ only in it share their stages
 
     def build(self, encoder: Any, *, temperature: float, gather: bool) -> Any:
         """The torch module (a ContrastiveMethod) around `encoder`."""
@@ -61,7 +63,8 @@ class ObjectiveSpec(BaseModel):
     def identity(self) -> dict[str, Any]:
         """What determines the trained weights (hashed into stage keys)."""
         return {
-            "name": self.name, "temperature": self.temperature, "gather": self.gather,
+            "name": self.name, "temperature": self.temperature if self.options.uses_temperature else None,
+            "gather": self.gather,
             "options": self.options.model_dump(mode="json"),
             "regularizers": [r.model_dump(mode="json") for r in self.regularizers],
         }

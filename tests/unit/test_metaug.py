@@ -518,3 +518,14 @@ def test_a_vit_encoder_takes_the_generator_step():
     optimizer.step()
     objective.after_step()
     assert all(not torch.equal(a, b) for a, b in zip(generators_before, objective.method.generators.parameters()))
+
+
+def test_the_unused_temperature_is_left_out_of_metaugs_stage_key():
+    """MetAug's scale is gamma: trials that differ only in objective.temperature train the same stages."""
+    from mcl_ray.plan.from_config import build_config, objective_spec
+
+    def identity(name, temperature):
+        return objective_spec(build_config({"objective": {"name": name, "temperature": temperature}}), 0).identity()
+
+    assert identity("metaug", 0.1) == identity("metaug", 0.4)
+    assert identity("simclr", 0.1) != identity("simclr", 0.4)

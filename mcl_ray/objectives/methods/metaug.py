@@ -8,6 +8,8 @@ unified loss's scale is `gamma` (gamma * (s + 1) / 2 acts like a temperature of 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from mcl_ray.objectives.declarations import METHODS, MethodOptions
@@ -15,6 +17,7 @@ from mcl_ray.objectives.declarations import METHODS, MethodOptions
 
 @METHODS.register("metaug")
 class MetAugOptions(MethodOptions):
+    uses_temperature: ClassVar[bool] = False  # the unified loss's scale is gamma
     gamma: float = Field(16.0, gt=0.0, le=1000.0,
                          description="scale of the unified loss on similarities mapped to [0, 1]; the paper's 16")
     generator_hidden: int = Field(2048, ge=1, le=65536,
