@@ -94,44 +94,48 @@ def run_base(args: argparse.Namespace, base: str, seed: int, data) -> dict[str, 
 
 
 def step_costs(args: argparse.Namespace, data) -> list[dict[str, Any]]:
-    """Median step time of each base on one batch and model, and its ratio to SimCLR's (same run)."""
+    """Median step time of each base on the same batches and model, and its ratio to SimCLR's. The bases take turns
+    for `args.rounds` rounds (interleaved, so a slow spell of the machine does not land on one base alone)."""
     from mcl_ray.data.augment import BatchAugment
+    from mcl_ray.data.base import image_rows
     from mcl_ray.models.encoder import build_encoder
     from mcl_ray.objectives.objective import build_objective
     from mcl_ray.plan.from_config import augment_spec, model_spec, objective_spec
     from mcl_ray.train.embed import embed_images
     from mcl_ray.train.optim import build_optimizer
 
-    images = torch.from_numpy(np.ascontiguousarray(data.pretrain.images))
-    rows = []
+    images = data.pretrain.images
+    setups, epoch_s = {}, {}
     for base in [*BASES, *STEP_ONLY]:
         cfg = make_config(args, base, 0, name="step-cost")
         torch.manual_seed(0)
         encoder = build_encoder(model_spec(cfg))
         objective = build_objective(objective_spec(cfg, 0), encoder, gather=False)
-        optimizer = build_optimizer(objective, cfg.train)
         augment = BatchAugment(augment_spec(cfg))
-        epoch_s = 0.0
+        epoch_s[base] = 0.0
         if getattr(objective, "needs_epoch_features", False):  # SPCL: prototypes of the whole set, once per epoch
             t0 = time.perf_counter()
-            objective.begin_epoch(0, lambda: embed_images(encoder, data.pretrain.images, augment_spec(cfg))["backbone"])
-            epoch_s = time.perf_counter() - t0
-        gen = torch.Generator().manual_seed(0)
-        times = []
-        for step in range(args.warmup + args.steps):
-            idx = torch.randint(0, len(images), (args.batch_size,), generator=gen)
-            t0 = time.perf_counter()
-            inputs = objective.prepare(images[idx], augment)
-            kwargs = {"indices": idx} if getattr(objective, "needs_indices", False) else {}
-            loss = objective(*inputs, **kwargs)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            objective.after_step()
-            if step >= args.warmup:
-                times.append(time.perf_counter() - t0)
-        rows.append({"base": base, "step_ms": 1000 * statistics.median(times),
-                     "p90_ms": 1000 * sorted(times)[int(0.9 * (len(times) - 1))], "per_epoch_pass_s": epoch_s})
+            objective.begin_epoch(0, lambda: embed_images(encoder, images, augment_spec(cfg), keep=("backbone",))["backbone"])
+            epoch_s[base] = time.perf_counter() - t0
+        setups[base] = (objective, build_optimizer(objective, cfg.train), augment)
+    times: dict[str, list[float]] = {base: [] for base in setups}
+    for round_ in range(args.rounds):
+        for base, (objective, optimizer, augment) in setups.items():
+            gen = torch.Generator().manual_seed(round_)  # the same batches for every base
+            for step in range(args.warmup + args.steps):
+                idx = torch.randint(0, len(images), (args.batch_size,), generator=gen)
+                t0 = time.perf_counter()
+                inputs = objective.prepare(image_rows(images, idx), augment)
+                kwargs = {"indices": idx} if getattr(objective, "needs_indices", False) else {}
+                loss = objective(*inputs, **kwargs)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                objective.after_step()
+                if step >= args.warmup:
+                    times[base].append(time.perf_counter() - t0)
+    rows = [{"base": base, "step_ms": 1000 * statistics.median(t), "p90_ms": 1000 * sorted(t)[int(0.9 * (len(t) - 1))],
+             "per_epoch_pass_s": epoch_s[base]} for base, t in times.items()]
     for row in rows:
         row["ratio_vs_simclr"] = row["step_ms"] / rows[0]["step_ms"]
     return rows
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per base for the step cost")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per base and round for the step cost")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the step cost")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
     p.add_argument("--workdir", default="runs/bench-methods")
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.stages, args.train_size, args.test_size = [0], 1, 2, 400, 200
-        args.steps, args.name, args.workdir = 2, "methods-quick", f"{args.workdir}-quick"
+        args.steps, args.rounds, args.name, args.workdir = 2, 1, "methods-quick", f"{args.workdir}-quick"
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mcl_ray").setLevel(logging.INFO if args.verbose else logging.WARNING)
 

@@ -175,8 +175,9 @@ def methods(result: dict) -> str:
         "control, an ensemble of as many 1-stage runs of the same base integrated the same way (points; mean ± std "
         "over seeds, paired):",
         md_table(["base", "probe", "shape", "texture", "colour"], rows),
-        f"Step cost on the same batch ({st['batch_size']} images) and model, median of {st['steps']} steps, "
-        "relative to SimCLR in the same run (SPCL's prototype pass runs once per epoch):",
+        f"Step cost on the same batches ({st['batch_size']} images) and model, median of "
+        f"{st['steps'] * st.get('rounds', 1)} steps ({st.get('rounds', 1)} interleaved rounds), relative to SimCLR in "
+        "the same run (SPCL's prototype pass runs once per epoch):",
         md_table(["base", "ms/step", "vs SimCLR", "per-epoch pass"], costs),
         machine_line(result)])
 
