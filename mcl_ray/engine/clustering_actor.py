@@ -92,6 +92,7 @@ class ClusteringActor:
         previous_clusters: str | None,
         attributes: dict[str, np.ndarray] | None,
         meta: dict[str, Any],
+        min_group_size: int = 0,
     ) -> dict[str, Any]:
         """Combine with the earlier stages' groups, persist labels/centroids/groups/stats and commit the entry."""
         job = self._job(job_id)
@@ -103,7 +104,7 @@ class ClusteringActor:
         centroids = job["centroids"][0] if views == 1 else np.stack(job["centroids"])
         info = publish_clusters(
             ArtifactStore(store_root), cluster_key, labels=labels, centroids=centroids, k=job["k"] ** views,
-            previous_clusters=previous_clusters, attributes=attributes, meta=meta,
+            previous_clusters=previous_clusters, attributes=attributes, meta=meta, min_group_size=min_group_size,
             info={
                 "inertia": job["sq_dist"],
                 "train_points": job["train_points"],

@@ -13,6 +13,15 @@ class ClusteringSpec:
     max_points: int | None = 1_000_000  # k-means trains on a seeded sample of at most this many rows
     gpu: bool | None = None  # None: faiss GPU when available
     seed: int = 0
+    min_group_size: int = 0  # groups smaller than this fold into a sibling (mcl/small_groups.py); 0: off
+
+    def key_fields(self) -> dict:
+        """What the clustering's key hashes: every field, leaving out options at their off value so keys made
+        before the option existed stay valid."""
+        fields = dict(self.__dict__)
+        if fields["min_group_size"] <= 1:
+            del fields["min_group_size"]
+        return fields
 
     @property
     def views(self) -> tuple[str, ...]:

@@ -26,6 +26,15 @@ class MethodOptions(BaseModel):
     needs_captions: ClassVar[bool] = False  # image-text methods (clip): the data must caption every image
     uses_temperature: ClassVar[bool] = True  # False: the loss has its own scale (MetAug's gamma); the shared
     # temperature is then left out of the stage key, so trials that differ only in it share their stages
+    key_omits_at_default: ClassVar[tuple[str, ...]] = ()  # options added later: out of the key at their default
+
+    def key_fields(self) -> dict[str, Any]:
+        """The options as hashed into stage keys (those in key_omits_at_default only when not at their default)."""
+        out = self.model_dump(mode="json")
+        for name in self.key_omits_at_default:
+            if out.get(name) == type(self).model_fields[name].default:
+                out.pop(name)
+        return out
 
     def build(self, encoder: Any, *, temperature: float, gather: bool) -> Any:
         """The torch module (a ContrastiveMethod) around `encoder`."""
@@ -65,6 +74,6 @@ class ObjectiveSpec(BaseModel):
         return {
             "name": self.name, "temperature": self.temperature if self.options.uses_temperature else None,
             "gather": self.gather,
-            "options": self.options.model_dump(mode="json"),
+            "options": self.options.key_fields(),
             "regularizers": [r.model_dump(mode="json") for r in self.regularizers],
         }

@@ -12,20 +12,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mcl_ray.errors import DataError
+from mcl_ray.errors import ConfigError, DataError
 from mcl_ray.objectives.base import ContrastiveMethod, Logits, check_groups, check_temperature
 from mcl_ray.objectives.distributed import gather_no_grad, gather_sizes, gather_with_grad, is_distributed
 
 
+ANCHORS = ("all", "with_negatives")
+
+
 def nt_xent_loss(
-    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
+    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False,
+    anchors: str = "all",
 ) -> Tensor:
     """The NT-Xent loss of `nt_xent_logits` (see there)."""
-    return nt_xent_logits(z1, z2, temperature, groups, gather).loss()
+    return nt_xent_logits(z1, z2, temperature, groups, gather, anchors).loss()
 
 
 def nt_xent_logits(
-    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False
+    z1: Tensor, z2: Tensor, temperature: float, groups: Tensor | None = None, gather: bool = False,
+    anchors: str = "all",
 ) -> Logits:
     """NT-Xent over this worker's 2B anchors (both views of each sample): their mean, or with `gather` on
     several workers their sum scaled by world size / global anchor count, so that the workers' losses and
@@ -33,8 +38,10 @@ def nt_xent_logits(
 
     z1, z2: [B, D] projections of two views (L2-normalised here). Anchor i's positive is its other view; its
     negatives are every other embedding (of the global batch when `gather`) with the same group label.
-    An anchor left with no negatives contributes log(e^s / e^s) = 0. Computed in at least float32 so
-    mixed-precision callers stay stable at small temperatures.
+    An anchor left with no negatives contributes log(e^s / e^s) = 0; `anchors="with_negatives"` leaves such
+    anchors out of the mean (the count of anchors that have negatives, over all workers when gathered) instead
+    of letting their zeros dilute it. Computed in at least float32 so mixed-precision callers stay stable at small
+    temperatures.
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise DataError(
@@ -42,6 +49,8 @@ def nt_xent_logits(
         )
     check_temperature(temperature)
     check_groups(groups, z1.shape[0])
+    if anchors not in ANCHORS:
+        raise ConfigError(f"objective.anchors: must be one of {', '.join(ANCHORS)}, got {anchors!r}")
     batch = z1.shape[0]
     dtype = torch.promote_types(z1.dtype, torch.float32)
     local = F.normalize(torch.cat([z1, z2]).to(dtype), dim=1)  # rows [view1 of 0..B-1, view2 of 0..B-1]
@@ -65,18 +74,30 @@ def nt_xent_logits(
     if local_groups is not None:
         excluded |= local_groups[:, None] != everything_groups[None, :]
     excluded[rows, positive_cols] = False  # the positive always stays, so logsumexp is finite
-    reduce = (lambda losses: losses.mean()) if scale is None else (lambda losses: losses.sum() * scale)
+    if anchors == "with_negatives" and local_groups is not None:
+        counted = ((~excluded).sum(1) > 1).to(dtype)  # the positive plus at least one negative
+        total = counted.sum()
+        if scale is not None:
+            total = total.detach().clone()
+            torch.distributed.all_reduce(total)
+            total = total / torch.distributed.get_world_size()  # per-worker share, as `scale` uses
+        reduce = lambda losses: (losses * counted).sum() / total.clamp(min=1.0)  # noqa: E731
+    elif scale is None:
+        reduce = lambda losses: losses.mean()  # noqa: E731
+    else:
+        reduce = lambda losses: losses.sum() * scale  # noqa: E731
     return Logits(logits.masked_fill(excluded, float("-inf")), positive_cols, temperature, reduce)
 
 
 class SimCLR(ContrastiveMethod):
     """SimCLR: one encoder, NT-Xent between the projections of two views."""
 
-    def __init__(self, encoder: nn.Module, *, temperature: float, gather: bool = False) -> None:
+    def __init__(self, encoder: nn.Module, *, temperature: float, gather: bool = False, anchors: str = "all") -> None:
         super().__init__(encoder, temperature=temperature, gather=gather)
+        self.anchors = anchors
 
     def forward(self, view1: Tensor, view2: Tensor, groups: Tensor | None = None) -> dict[str, Tensor]:
         _, z1 = self.encoder(view1)
         _, z2 = self.encoder(view2)
-        logits = nt_xent_logits(z1, z2, self.temperature, groups, gather=self.gather)
+        logits = nt_xent_logits(z1, z2, self.temperature, groups, gather=self.gather, anchors=self.anchors)
         return {"loss": logits.loss(), "projections": (z1, z2), "logits": (logits,)}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mcl_ray.mcl.cluster_stats import cluster_stats
-from mcl_ray.mcl.groups import combine_labels
+from mcl_ray.mcl.small_groups import merge_small_groups
 from mcl_ray.store.artifacts import ArtifactStore, Entry
 from mcl_ray.train.embed import embed_images
 
@@ -46,10 +46,13 @@ def kmeans_sample(embeddings: np.ndarray, total: int, max_points: int | None, se
 
 def publish_clusters(store: ArtifactStore, cluster_key: str, *, labels: np.ndarray, centroids: np.ndarray, k: int,
                      previous_clusters: str | None, attributes: dict[str, np.ndarray] | None,
-                     info: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Combine with the earlier stages' groups, persist labels/centroids/groups/stats and commit the entry."""
+                     info: dict[str, Any], meta: dict[str, Any], min_group_size: int = 0) -> dict[str, Any]:
+    """Combine with the earlier stages' groups (folding groups below min_group_size into a sibling), persist
+    labels/centroids/groups/stats and commit the entry."""
     previous = store.clusters(previous_clusters).get_array("groups.npy") if previous_clusters else None
-    groups = combine_labels(previous, labels, k)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"cluster labels must lie in [0, {k}), got [{labels.min()}, {labels.max()}]")
+    groups = merge_small_groups(previous, labels, centroids, min_group_size)
     stats = {
         "clusters": cluster_stats(labels, k=k, attributes=attributes),
         "groups": cluster_stats(groups, attributes=attributes),

@@ -139,6 +139,7 @@ def cluster_all(job: StageJob, views: list, data: ExperimentData, store: Artifac
         attributes=data.pretrain.attributes or None,
         info={"inertia": inertia, "train_points": len(sample), "seconds": time.perf_counter() - t0},
         meta={"stage": job.spec.index + 1, "key": job.cluster_key, "stage_key": job.stage_key},
+        min_group_size=c.min_group_size,
     )
 
 

@@ -71,16 +71,24 @@ def init_identity(cfg) -> dict[str, Any] | None:
 
 
 # Settings that say where or how a run executes, not what it computes: changing them keeps the experiment.
-NOT_THE_EXPERIMENT = ("output_dir", "ray", "train.log_every", "train.device", "data.download", "data.cache_dir")
+NOT_THE_EXPERIMENT = ("output_dir", "ray", "train.log_every", "train.device", "data.download", "data.cache_dir",
+                      "data.decode", "data.decode_workers")
+_MISSING = object()
 
 
-def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+def _differences(old: Any, new: Any, path: str = "", default: Any = None) -> list[str]:
+    """Dotted paths where `new` differs from `old`; a field the old config lacks (written before the field
+    existed) differs only when `new` sets it away from its default."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
             where = f"{path}.{key}" if path else str(key)
-            if not any(where == f or where.startswith(f + ".") for f in NOT_THE_EXPERIMENT):
-                out += _differences(old.get(key), new.get(key), where)
+            if any(where == f or where.startswith(f + ".") for f in NOT_THE_EXPERIMENT):
+                continue
+            sub_default = default.get(key, _MISSING) if isinstance(default, dict) else _MISSING
+            if key not in old and key in new and sub_default is not _MISSING and new[key] == sub_default:
+                continue
+            out += _differences(old.get(key), new.get(key), where, None if sub_default is _MISSING else sub_default)
         return out
     return [] if old == new else [path]
 
@@ -95,7 +103,7 @@ def check_run_name(cfg) -> None:
         old = yaml.safe_load(run.get_bytes("config.yaml"))
     except Exception:  # an unreadable config.yaml: the run's own file, rewritten below
         return
-    changed = _differences(old, cfg.model_dump(mode="json"))
+    changed = _differences(old, cfg.model_dump(mode="json"), default=type(cfg)().model_dump(mode="json"))
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         raise ConfigError(f"name: run {cfg.name!r} at {run.uri} holds a different experiment (it differs in {shown}); "
@@ -125,7 +133,7 @@ def run_stages(cfg, executor: StageExecutor, data: ExperimentData, *, progress: 
         carried = previous_stage if spec.init == "previous" else None
         skey = stage_key({**spec.identity(), "init_checkpoint": start}, previous_clusters, carried, scope=scope)
         last = spec.clustering is None
-        ckey = None if last else cluster_key(spec.clustering.__dict__, skey, previous_clusters, scope=scope)
+        ckey = None if last else cluster_key(spec.clustering.key_fields(), skey, previous_clusters, scope=scope)
         s_entry = store.stage(skey)
         c_entry = store.clusters(ckey) if ckey else None
         done = lambda: s_entry.is_complete() and (c_entry is None or c_entry.is_complete())  # noqa: E731

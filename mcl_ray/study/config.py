@@ -44,6 +44,10 @@ class SpaceConfig(Strict):
     backbones: list[str] = Field(["resnet18"], min_length=1, description="backbones of the family to try")
     cluster_on: Union[list[Literal["backbone", "projector", "text", "joint"]], None] = Field(
         None, min_length=1, description="embeddings to cluster between stages, as a choice (null: the experiment's mcl.cluster_on)")
+    sampling: Union[list[Literal["group_batches", "random_batches"]], None] = Field(
+        None, min_length=1, description="negative-sampling policy of later stages, as a choice (null: the experiment's mcl.sampling)")
+    min_group_size: Union[list[int], None] = Field(
+        None, min_length=1, description="tiny-group policy choices (0 = off; null: the experiment's mcl.min_group_size)")
     objectives: Union[dict[str, ObjectiveChoice], None] = Field(
         None, min_length=1, description="base methods to choose from (simclr, moco, +dimcl, +ifm, spcl, metaug), each "
         "with its own searched options (null: the experiment's objective)")

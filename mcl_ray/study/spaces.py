@@ -44,10 +44,12 @@ class DefineByRun:
                 trial.suggest_categorical("mcl.clusters", space.clusters)
             else:
                 fixed["mcl.clusters"] = space.clusters[0]
-            if space.cluster_on is not None and len(space.cluster_on) > 1:
-                trial.suggest_categorical("mcl.cluster_on", space.cluster_on)
-            elif space.cluster_on:
-                fixed["mcl.cluster_on"] = space.cluster_on[0]
+            for name, choices in (("mcl.cluster_on", space.cluster_on), ("mcl.sampling", space.sampling),
+                                  ("mcl.min_group_size", space.min_group_size)):
+                if choices is not None and len(choices) > 1:
+                    trial.suggest_categorical(name, choices)  # only multi-stage trials: one stage clusters nothing
+                elif choices:
+                    fixed[name] = choices[0]
         for name, value in (("objective.temperature", space.temperature), ("train.lr", space.lr)):
             if isinstance(value, list) and value[0] != value[1]:
                 trial.suggest_float(name, value[0], value[1], log=True)

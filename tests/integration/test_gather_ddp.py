@@ -41,20 +41,21 @@ def _check_gather_with_unequal_sizes(rank: int) -> None:
     assert gather_no_grad(labels[rows]).tolist() == labels.tolist()
 
 
-def _check_gathered_nt_xent(rank: int, sizes: list[int]) -> None:
-    """The workers' losses and gradients averaged (what DDP does) equal the full batch's, unequal sizes too."""
+def _check_gathered_nt_xent(rank: int, sizes: list[int], anchors: str = "all") -> None:
+    """The workers' losses and gradients averaged (what DDP does) equal the full batch's, unequal sizes too; with
+    anchors='with_negatives' the anchor without negatives (sample 6, alone in group 2) is left out everywhere."""
     total = sum(sizes)
     rows = rank_slice(rank, sizes)
     gen = torch.Generator().manual_seed(total)
     z1_full = torch.randn(total, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     z2_full = torch.randn(total, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     groups = torch.tensor([0, 1, 0, 1, 1, 0, 2][:total])
-    expected = nt_xent_loss(z1_full, z2_full, 0.1, groups)
+    expected = nt_xent_loss(z1_full, z2_full, 0.1, groups, anchors=anchors)
     expected.backward()
 
     z1 = z1_full.detach()[rows].clone().requires_grad_()
     z2 = z2_full.detach()[rows].clone().requires_grad_()
-    local_loss = nt_xent_loss(z1, z2, 0.1, groups[rows], gather=True)
+    local_loss = nt_xent_loss(z1, z2, 0.1, groups[rows], gather=True, anchors=anchors)
     (local_loss / WORLD).backward()  # DDP averages the workers' gradients
     combined = local_loss.detach().clone()
     dist.all_reduce(combined)
@@ -188,6 +189,36 @@ def _check_gathered_clip(rank: int, sizes: list[int]) -> None:
     torch.testing.assert_close(scale_grad, ref_scale.grad)
 
 
+class _PixelEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # the same weights on every rank
+        self.h = nn.Linear(4 * 4 * 3, 5)
+        self.z = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.h(x.flatten(1))
+        return h, self.z(h)
+
+
+def _check_sharded_embedding_pass(rank: int, n: int) -> None:
+    """Each worker embeds its share; rank 0 gets the whole set in order, equal to one process's pass."""
+    import numpy as np
+
+    from mcl_ray.data.augment_spec import AugmentSpec
+    from mcl_ray.train.embed import embed_images, embed_sharded
+
+    images = np.random.default_rng(n).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    spec, encoder = AugmentSpec(crop_size=4), _PixelEncoder()
+    got = embed_sharded(encoder, images, spec)
+    if rank != 0:
+        assert got is None
+        return
+    expected = embed_images(encoder, images, spec)
+    for name in ("backbone", "projector"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-6)
+
+
 def _worker(rank: int, port: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -197,12 +228,15 @@ def _worker(rank: int, port: int) -> None:
         _check_gather_with_unequal_sizes(rank)
         _check_gathered_nt_xent(rank, [3, 3])
         _check_gathered_nt_xent(rank, [4, 3])
+        _check_gathered_nt_xent(rank, [4, 3], anchors="with_negatives")
         _check_moco_in_ddp_enqueues_the_global_batch(rank)
         _check_moco_ddp_gradient_is_the_full_batch_gradient(rank)
         _check_gathered_dimcl(rank, [4, 4])
         _check_gathered_dimcl(rank, [5, 3])
         _check_gathered_clip(rank, [4, 4])
         _check_gathered_clip(rank, [5, 3])
+        _check_sharded_embedding_pass(rank, 13)
+        _check_sharded_embedding_pass(rank, 1)  # fewer images than workers: rank 0 embeds them
     finally:
         dist.destroy_process_group()
 

@@ -145,6 +145,32 @@ def test_nt_xent_anchor_without_negatives_gives_zero_not_nan():
     assert torch.isfinite(z1.grad).all() and torch.all(z1.grad == 0)
 
 
+def test_nt_xent_with_negatives_averages_only_anchors_that_have_negatives():
+    rng = np.random.default_rng(3)
+    z1, z2 = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
+    groups = mixed_groups(7)  # the last sample is alone in its group: its two anchors have no negative
+    kept = reference_nt_xent(z1[:-1], z2[:-1], 0.1, groups[:-1])  # the lonely anchors add exactly 0
+    got_all = nt_xent_loss(torch.from_numpy(z1), torch.from_numpy(z2), 0.1, torch.from_numpy(groups))
+    got = nt_xent_loss(torch.from_numpy(z1), torch.from_numpy(z2), 0.1, torch.from_numpy(groups), anchors="with_negatives")
+    assert got_all.item() == pytest.approx(kept * 12 / 14, rel=1e-9)
+    assert got.item() == pytest.approx(kept, rel=1e-9)
+    # without groups (stage 1) every anchor has negatives: the same loss either way
+    plain = nt_xent_loss(torch.from_numpy(z1), torch.from_numpy(z2), 0.1)
+    assert nt_xent_loss(torch.from_numpy(z1), torch.from_numpy(z2), 0.1, anchors="with_negatives").item() == plain.item()
+    with pytest.raises(ConfigError, match="objective.anchors"):
+        nt_xent_loss(torch.from_numpy(z1), torch.from_numpy(z2), 0.1, anchors="some")
+
+
+def test_simclr_anchors_option_is_in_the_stage_key_only_when_set():
+    from mcl_ray.objectives.declarations import ObjectiveSpec
+    from mcl_ray.objectives.methods.simclr import SimCLROptions
+
+    default = ObjectiveSpec(name="simclr", temperature=0.2, options=SimCLROptions()).identity()
+    assert default["options"] == {}  # keys made before the option existed stay valid
+    changed = ObjectiveSpec(name="simclr", temperature=0.2, options=SimCLROptions(anchors="with_negatives")).identity()
+    assert changed["options"] == {"anchors": "with_negatives"}
+
+
 def test_nt_xent_gradients_are_finite_nonzero_and_match_finite_differences():
     rng = np.random.default_rng(3)
     z1 = torch.from_numpy(rng.normal(size=(4, 3))).requires_grad_()

@@ -25,3 +25,14 @@ def test_a_run_name_holding_another_experiment_is_refused_naming_the_differences
                                           r"mcl.clusters, seed\); choose another name"):
         check_run_name(_config(tmp_path, "seed=1", "mcl.clusters=4"))
     check_run_name(_config(tmp_path, "seed=1", "name=exp-seed1"))  # another name: fine
+
+
+def test_a_config_written_before_a_field_existed_still_matches_at_the_fields_default(tmp_path):
+    cfg = _config(tmp_path)
+    old = cfg.model_dump(mode="json")
+    del old["mcl"]["min_group_size"], old["data"]["decode"]  # as mcl-ray 0.2 wrote it
+    ArtifactStore(str(tmp_path)).run("exp").put_bytes("config.yaml", yaml.safe_dump(old).encode())
+    check_run_name(cfg)  # the new fields at their defaults: the same experiment
+    check_run_name(_config(tmp_path, "data.decode_workers=0"))  # how images are read, not which
+    with pytest.raises(ConfigError, match=r"differs in mcl.min_group_size\)"):
+        check_run_name(_config(tmp_path, "mcl.min_group_size=5"))

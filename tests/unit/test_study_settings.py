@@ -62,6 +62,28 @@ def test_cluster_on_is_a_categorical_dimension_of_multistage_trials():
     assert seen == {"backbone", "text", "joint"}
 
 
+def test_sampling_and_tiny_group_policies_are_dimensions_applied_to_the_trial_config():
+    from mcl_ray.plan.from_config import build_config
+
+    space = SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.1, lr=1e-3, backbones=["test_resnet"],
+                        sampling=["group_batches", "random_batches"], min_group_size=[0, 8])
+    define = build_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    seen = set()
+    for _ in range(16):
+        trial = study.ask()
+        fixed = define(trial)
+        values = {**trial.params, **fixed}
+        cfg = build_config({"mcl": {"stages": 2, "sampling": values["mcl.sampling"],
+                                    "min_group_size": values["mcl.min_group_size"]}})
+        seen.add((cfg.mcl.sampling, cfg.mcl.min_group_size))
+        study.tell(trial, 0.0)
+    assert seen == {(s, m) for s in ("group_batches", "random_batches") for m in (0, 8)}
+    fixed = build_space(SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.1, lr=1e-3, sampling=["group_batches"]))(
+        optuna.create_study().ask())
+    assert fixed["mcl.sampling"] == "group_batches"
+
+
 def test_fixed_values_are_constants_not_searched():
     define = build_space(SpaceConfig(stages=[2, 2], clusters=[5], temperature=0.2, lr=[1e-3, 1e-3], backbones=["resnet18"]))
     trial = optuna.create_study().ask()
