@@ -66,7 +66,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
 
 def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """Write bench/results/<name>.json with the machine info attached."""
+    """Write bench/results/<name>.json (<prefix><name>.json with MCL_BENCH_PREFIX set) with the machine info attached."""
+    name = os.environ.get("MCL_BENCH_PREFIX", "") + name  # gpu_check.sh: GPU figures beside the CPU ones
     out_dir = Path(results_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"

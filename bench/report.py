@@ -225,6 +225,43 @@ def randbit(result: dict) -> str:
     return "\n".join(lines)
 
 
+def faithful(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"**Faithful MCL: candidate fixes, one at a time** (`python -m bench.faithful`; {s['backbone']}, "
+        f"{s['image_size']} px, {s['train_size']} train / {s['test_size']} test images, {s['stages']} stages x "
+        f"{s['epochs']} epochs, K={s['clusters']}, seeds {s['seeds']}, {result['total_seconds'] / 60:.1f} min in all). "
+        "Every variant starts from the same stage 1 per seed; the last stage's integrated linear-probe accuracy minus "
+        "the default's (points, paired by seed, mean ± std), and the last stage's fraction of anchors with fewer than "
+        "10 in-batch negatives:",
+    ]
+    for bench, summary in result["summary_mean_std"].items():
+        attrs = [c.split("/")[0] for c in summary["default"]["integrated"][-1] if c.endswith("/linear")]
+        rows = []
+        for variant, t in summary.items():
+            last = t["integrated"][-1]
+            cells = [f"{last[f'{a}/linear'][0]:.3f} ± {last[f'{a}/linear'][1]:.3f}" for a in attrs]
+            diffs = [f"{t['vs_default_points'][f'{a}/linear'][0]:+.1f} ± {t['vs_default_points'][f'{a}/linear'][1]:.1f}"
+                     if variant != "default" else "" for a in attrs]
+            rows.append([variant, *cells, *diffs, f"{t['few_negatives_fraction'][-1][0]:.2f}"])
+        header = ["variant", *[f"{a}" for a in attrs], *[f"{a} vs default" for a in attrs], "few negatives"]
+        lines += ["", f"*{bench}*", "", md_table(header, rows)]
+    lines += ["", machine_line(result)]
+    return "\n".join(lines)
+
+
+def decode(result: dict) -> str:
+    s = result["settings"]
+    rows = [[r["pass"], r["source"], f"{r['images_per_s']:.0f}"] for r in result["rows"]]
+    return section(
+        f"**On-the-fly decoding** (`python -m bench.decode`): an ImageFolder of {s['images']:,} {s['size']}-px JPEGs, "
+        f"shuffled batches of {s['batch_size']}; reading only, then training test_resnet (2 epochs, images/s of the "
+        "second) from the files decoded by DataLoader workers and from the same images in memory:",
+        ["pass", "source", "images/s"], rows, result,
+        f"Training from files decoded on the fly / in memory: {result['train_ratio_on_the_fly_vs_memory']:.2f}x.",
+    )
+
+
 def _leaves(value, path=""):
     if isinstance(value, dict):
         for k, v in value.items():
@@ -260,7 +297,7 @@ def main() -> None:
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study),
                          ("clip_step", clip_step), ("study_sweep_clip", study), ("methods", methods),
-                         ("data_scale", data_scale)):
+                         ("data_scale", data_scale), ("faithful", faithful), ("decode", decode)):
         result = load(name)
         if result is not None:
             try:

@@ -83,6 +83,10 @@ class DataConfig(Strict):
     shards: Union[str, None] = Field(
         None, description="webdataset: the tar shards, brace-expanded (/data/cc/{00000..00099}.tar, or a URL webdataset opens)"
     )
+    decode: Literal["cache", "on_the_fly"] = Field(
+        "cache", description="imagefolder / labeled: decode every file once into the memory-mapped cache (cache), or "
+        "decode each batch's files when it is read, in DataLoader worker processes (on_the_fly: sets too large to cache)")
+    decode_workers: int = Field(2, ge=0, description="DataLoader processes that decode batches ahead (decode: on_the_fly)")
     bits: Union[int, None] = Field(
         None, ge=1, le=16, description="randbit: random bits drawn into every image's bottom rows (default 8)"
     )
@@ -156,6 +160,9 @@ class MCLConfig(Strict):
         "bench/results/randbit.json) or group_batches (each global batch from one group, as in the official code; "
         "leftovers packed into mixed batches)",
     )
+    min_group_size: int = Field(
+        0, ge=0, description="tiny-group policy: a group (intersection of the stages' clusters) with fewer samples "
+        "joins the sibling group (same earlier groups) whose cluster centroid is nearest; 0 = off")
     cluster_on: Literal["backbone", "projector", "text", "joint"] = Field(
         "projector", description="embedding clustered between stages; image-text models also text, or joint (image and text k-means, K x K groups)")
     integrate: Literal["backbone", "projector"] = "backbone"
@@ -221,6 +228,9 @@ class EvalConfig(Strict):
     linear_epochs: int = Field(100, ge=1)
     online_knn_every: int = Field(1, ge=0, description="epochs between online kNN checks (0 = off)")
     online_knn_samples: int = Field(2000, ge=10, description="train/test subsample for the online kNN")
+    max_samples: Union[int, None] = Field(
+        None, ge=10, description="probe and test sets larger than this are evaluated on a seeded subsample of this many "
+        "images (kNN, linear probe, stored embeddings); null = every image")
     mmvp: Union[str, None] = Field(None, description="image-text models: an MMVP_VLM folder to score, or 'trifeature' for the generated one-attribute pairs")
     mmvp_pairs: int = Field(50, ge=1, description="pairs per attribute of the generated (trifeature) MMVP benchmark")
     retrieval_samples: int = Field(1000, ge=1, description="image-text models: held-out pairs for retrieval R@1 (a seeded subsample)")

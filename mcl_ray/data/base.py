@@ -51,6 +51,43 @@ class ImageSet:
     def num_classes(self, attribute: str) -> int:
         return int(self.attributes[attribute].max()) + 1
 
+    def subset(self, rows: np.ndarray, name: str | None = None) -> "ImageSet":
+        """The images `rows` (sorted integer indices) with their labels and captions; the images are a view
+        (`RowView`), read from this set's array when indexed, so nothing is copied."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ImageSet(
+            images=RowView(self.images, rows), attributes={k: v[rows] for k, v in self.attributes.items()},
+            name=name or self.name, fixed_rows=self.fixed_rows,
+            captions=None if self.captions is None else [self.captions[i] for i in rows], value_names=self.value_names,
+        )
+
+
+class RowView:
+    """Rows of an image array (in memory, memory-mapped or decoded on read) as an array-like of its own."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, base, rows: np.ndarray) -> None:
+        self.base, self.rows = base, rows
+        self.decodes_on_read = getattr(base, "decodes_on_read", False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return np.asarray(self.base[int(self.rows[index])])
+        return np.asarray(self.base[self.rows[index]])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
 
 def image_rows(images: np.ndarray, index) -> "torch.Tensor":
     """The rows `index` (a slice, or sorted or unsorted integer indices) of an in-memory or memory-mapped image

@@ -81,6 +81,7 @@ def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
             attributes = {k[len("attr_"):]: data[k].astype(np.int64) for k in data.files if k.startswith("attr_")}
             shape = tuple(int(v) for v in data["images_shape"])
             size, checksum = int(data["images_bytes"]), int(data["images_crc"])
+            captions = [str(c) for c in data["captions"]] if "captions" in data.files else None
         if not images_file.exists():
             raise DataError(f"its images file {images_file.name} is missing")
         if images_file.stat().st_size != size or _probe_checksum(images_file) != checksum:
@@ -89,7 +90,7 @@ def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
         if images.shape != shape or images.dtype != np.uint8:
             raise DataError(f"{images_file.name} holds {images.dtype} {images.shape}, expected uint8 {shape}")
         warm_page_cache(images_file)
-        return ImageSet(images=images, attributes=attributes, name=name)
+        return ImageSet(images=images, attributes=attributes, name=name, captions=captions)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, DataError) as exc:
         warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it", stacklevel=3)
         return None
@@ -98,11 +99,12 @@ def read_image_set_npz(path: str | Path, name: str) -> ImageSet | None:
 def write_image_set_npz(path: str | Path, image_set: ImageSet) -> None:
     """Write an in-memory set as a cache entry (images file, then the marker; each atomically)."""
     write_image_set_chunks(path, image_set.images.shape, lambda start, stop: image_set.images[start:stop],
-                           image_set.attributes)
+                           image_set.attributes, captions=image_set.captions)
 
 
 def write_image_set_chunks(path: str | Path, shape: tuple[int, ...], chunk: Callable[[int, int], np.ndarray],
-                           attributes: dict[str, np.ndarray], chunk_rows: int = 65536) -> bool:
+                           attributes: dict[str, np.ndarray], chunk_rows: int = 65536,
+                           captions: list[str] | None = None) -> bool:
     """Write a cache entry of `shape` from `chunk(start, stop)` without holding the whole set in memory (for sets
     larger than RAM). Returns whether it was written; a read-only or full disk only warns."""
     path = Path(path)
@@ -125,6 +127,8 @@ def write_image_set_chunks(path: str | Path, shape: tuple[int, ...], chunk: Call
         tmps.append(tmp)
         with os.fdopen(fd, "wb") as fh:
             arrays = {f"attr_{k}": np.asarray(v, np.int64) for k, v in attributes.items()}
+            if captions is not None:
+                arrays["captions"] = np.asarray(captions, dtype=np.str_)
             np.savez(fh, images_shape=np.asarray(shape, np.int64), images_bytes=np.int64(images_file.stat().st_size),
                      images_crc=np.int64(_probe_checksum(images_file)), **arrays)
             fh.flush()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mcl_ray.data.base import ImageSet
 from mcl_ray.data.registry import load_dataset
 from mcl_ray.data.spec import DataSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,11 +26,23 @@ def load_experiment_data(data: DataSpec) -> ExperimentData:
     root = Path(data.root).expanduser()
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else root / "cache"
     common = dict(root=root, image_size=data.image_size, download=data.download, seed=data.seed, cache_dir=cache,
-                  labels=data.labels, bits=data.bits, shards=data.shards)
+                  labels=data.labels, bits=data.bits, shards=data.shards,
+                  decode=None if data.decode == "cache" else data.decode)
     probe = load_dataset(data.name, "train", size=data.train_size, **common)
     test = load_dataset(data.name, "test", size=data.test_size, **common)
     if data.pretrain_split == "train":
         pretrain = probe
     else:
         pretrain = load_dataset(data.name, data.pretrain_split, size=data.train_size, **common)
-    return ExperimentData(pretrain=pretrain, probe=probe, test=test)
+    cap = data.eval_samples
+    return ExperimentData(pretrain=pretrain, probe=evaluation_subset(probe, cap, data.seed, "probe"),
+                          test=evaluation_subset(test, cap, data.seed + 1, "test"))
+
+
+def evaluation_subset(images: ImageSet, cap: int | None, seed: int, role: str) -> ImageSet:
+    """A seeded subsample of at most `cap` images for evaluation (eval.max_samples), said in the log."""
+    if cap is None or len(images) <= cap:
+        return images
+    rows = np.sort(np.random.default_rng(seed).choice(len(images), size=cap, replace=False))
+    log.warning("evaluation: the %s set is a seeded subsample of %d of its %d images (eval.max_samples)", role, cap, len(images))
+    return images.subset(rows, name=f"{images.name} ({cap} of {len(images)})")

@@ -133,6 +133,7 @@ def load_image_folder(
     size: int | None = None,
     seed: int = 0,
     name: str = "imagefolder",
+    decode: str | None = None,
 ) -> ImageSet:
     """Images under directory/<class>/..., resized (shorter side) and centre-cropped; attribute `label`.
 
@@ -166,13 +167,23 @@ def load_image_folder(
     paths = [path for path, _ in samples]
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     return decode_listed(paths, {"label": labels}, image_size, base=directory, cache_dir=cache_dir,
-                         set_name=f"{name}:{directory.name}", name=name)
+                         set_name=f"{name}:{directory.name}", name=name, decode=decode)
 
 
 def decode_listed(paths: list[str], attributes: dict[str, np.ndarray], image_size: int, *, base: Path,
-                  cache_dir: str | Path | None, set_name: str, name: str) -> ImageSet:
+                  cache_dir: str | Path | None, set_name: str, name: str, decode: str | None = None) -> ImageSet:
     """Decode image files (resized, centre-cropped) into an ImageSet, through an .npz cache keyed by the files'
-    paths, sizes and modification times, the attributes and the image size (a changed file is re-decoded)."""
+    paths, sizes and modification times, the attributes and the image size (a changed file is re-decoded).
+    decode='on_the_fly': nothing is decoded now; the set's images are `FileImages`, decoded when rows are read."""
+    if decode not in (None, "cache", "on_the_fly"):
+        raise DataError(f"{name}: data.decode must be cache or on_the_fly, got {decode!r}")
+    if decode == "on_the_fly":
+        from mcl_ray.data.file_images import FileImages
+
+        unreadable = [p for p in paths if not os.access(p, os.R_OK)]
+        if unreadable:
+            raise DataError(f"{name}: {len(unreadable)} image files cannot be read, e.g. {unreadable[0]}")
+        return ImageSet(images=FileImages(paths, image_size, name), attributes=attributes, name=set_name)
     cache_path = None
     if cache_dir is not None:
         key = _files_key(base, paths, attributes, image_size)

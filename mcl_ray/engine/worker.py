@@ -32,7 +32,7 @@ from mcl_ray.models.encoder import build_encoder
 from mcl_ray.plan.artifacts import kmeans_sample, publish_stage
 from mcl_ray.plan.hooks import step_recorder
 from mcl_ray.store.artifacts import ArtifactStore, load_tensors
-from mcl_ray.train.embed import clustering_embeddings
+from mcl_ray.train.embed import clustering_embeddings, embed_sharded
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
 log = logging.getLogger("mcl_ray")
@@ -143,6 +143,7 @@ def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world:
         job["job_id"], store_root=job["store_root"], cluster_key=job["cluster_key"],
         previous_clusters=job["previous_clusters"], attributes=job["attributes"],
         meta={"stage": spec.index + 1, "key": job["cluster_key"], "stage_key": job["stage_key"]},
+        min_group_size=clustering.min_group_size,
     ))
 
 
@@ -181,9 +182,13 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
             result = train_stage(spec, data.pretrain, groups, ctx=ctx, init_state=init, resume_state=resume, online_probe=probe)
             encoder = result.encoder
             out.update(trained=True, history=result.history)
+            # the probe and test passes are split across the workers; rank 0 gets them whole and commits the stage
+            known = {split: embed_sharded(encoder, images, spec.augment, device=device)
+                     for split, images in (("probe", data.probe.images), ("test", data.test.images))}
             if rank == 0:
                 publish_stage(entry, encoder, result.history, data.probe.images, data.test.images, spec.augment,
-                              device, {"stage": stage + 1, "key": job["stage_key"]})
+                              device, {"stage": stage + 1, "key": job["stage_key"]}, known=known)
+            del known
             _barrier(world)
         else:
             encoder = build_encoder(spec.model)

@@ -210,8 +210,8 @@ class MoCo(ContrastiveMethod):
     def after_step(self) -> None:
         """EMA: momentum_param <- m * momentum_param + (1 - m) * param (buffers such as BN running stats
         are kept by the momentum encoder's own forward passes)."""
-        for online, target in zip(self.encoder.parameters(), self.momentum_encoder.parameters()):
-            target.lerp_(online.detach(), 1.0 - self.momentum)
+        targets = list(self.momentum_encoder.parameters())
+        torch._foreach_lerp_(targets, [p.detach() for p in self.encoder.parameters()], 1.0 - self.momentum)  # one call
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, momentum={self.momentum}, queue_size={self.queue_size}, "

@@ -72,6 +72,10 @@ def _check_data(cfg: ExperimentConfig) -> None:
     if (cfg.data.shards is not None) != ("shards" in source.options):
         raise ConfigError("data.shards: " + ("webdataset needs the shard pattern, e.g. /data/cc/{00000..00099}.tar"
                                              if cfg.data.shards is None else f"only used by data.name: webdataset, not {cfg.data.name}"))
+    if cfg.data.decode != "cache" and "decode" not in source.options:
+        with_decode = ", ".join(n for n in DATA_SOURCES.names() if "decode" in DATA_SOURCES.get(n).options)
+        raise ConfigError(f"data.decode: {cfg.data.name} is decoded once into the cache; on_the_fly is for image files "
+                          f"({with_decode})")
     if cfg.data.pretrain_split not in source.splits:
         raise ConfigError(
             f"data.pretrain_split: {cfg.data.name} has splits {', '.join(source.splits)}, not {cfg.data.pretrain_split!r}"
@@ -283,7 +287,8 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
     d = cfg.data
     return DataSpec(name=d.name, root=d.root, image_size=d.image_size, train_size=d.train_size, test_size=d.test_size,
                     pretrain_split=d.pretrain_split, seed=d.seed, download=d.download, cache_dir=d.cache_dir,
-                    labels=d.labels, bits=d.bits, shards=d.shards)
+                    labels=d.labels, bits=d.bits, shards=d.shards, decode=d.decode, decode_workers=d.decode_workers,
+                    eval_samples=cfg.eval.max_samples)
 
 
 # open_clip's OPENAI_DATASET_MEAN / _STD: pretrained CLIP towers expect their inputs normalised this way
@@ -364,7 +369,7 @@ def stage_specs(cfg: ExperimentConfig) -> list[StageSpec]:
         seed = stage_seed(cfg, stage)
         clustering = None if stage == cfg.mcl.stages - 1 else ClusteringSpec(
             k=cfg.mcl.clusters_after(stage), on=cfg.mcl.cluster_on, iters=cfg.mcl.kmeans_iters,
-            max_points=cfg.mcl.kmeans_max_points, gpu=gpu, seed=seed,
+            max_points=cfg.mcl.kmeans_max_points, gpu=gpu, seed=seed, min_group_size=cfg.mcl.min_group_size,
         )
         specs.append(StageSpec(
             index=stage, seed=seed, data=data, augment=augment, model=model, objective=objective_spec(cfg, stage),

@@ -31,6 +31,8 @@ class ExperimentResult:
         return {
             "name": self.config.name,
             "run_dir": str(self.run_dir),
+            # None: every probe/test image; else at most this many (a seeded subsample), as eval.max_samples says
+            "evaluation_max_samples": getattr(getattr(self.config, "eval", None), "max_samples", None),
             "stages": [
                 {
                     "stage": s.stage,

@@ -61,6 +61,8 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
             ensure_ray(None, num_cpus=local_cpus_needed(base, trials=study.study.max_concurrent or 1, trial_cpus=study.study.trial_cpus),
                        log_to_driver=args.verbose)
         s = study.study
+        if not args.verbose:  # Tune's heading (its results folder and a TensorBoard hint for its own driver folder,
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # not the study's) comes from its new output engine
         print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, metric {s.metric}"
               + (f", winners confirmed with {s.confirm_seeds} fresh seeds" if s.confirm_seeds else ""))
         errors, study_dir = [], None

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mcl_ray.data.augment import AugmentSpec, normalize_batch
-from mcl_ray.data.base import image_rows
+from mcl_ray.data.batch_reader import read_batches
 
 
 @torch.no_grad()
@@ -18,21 +18,29 @@ def embed_images(
     device: torch.device | str = "cpu",
     batch_size: int = 512,
     keep: tuple[str, ...] = ("backbone", "projector"),
+    workers: int = 2,
+    rows: slice | None = None,
 ) -> dict[str, np.ndarray]:
     """Return {'backbone': [N, F], 'projector': [N, D]} float32 arrays (eval mode, no grad), only those in `keep`.
 
     Reads `images` (in memory or memory-mapped) one batch at a time and writes into preallocated outputs, so the
-    peak is the outputs themselves: no per-batch list to concatenate, nothing kept that the caller drops."""
+    peak is the outputs themselves: no per-batch list to concatenate, nothing kept that the caller drops. Sets
+    decoded on read are decoded by `workers` DataLoader processes ahead of the forward passes. `rows`: embed only
+    that contiguous range (a worker's share of a sharded pass); the outputs then have its length."""
     was_training = encoder.training
     encoder.eval()
     out: dict[str, np.ndarray] = {}
-    for start in range(0, len(images), batch_size):
-        batch = image_rows(images, slice(start, start + batch_size)).to(device, non_blocking=True)
+    first, stop, _ = (rows or slice(None)).indices(len(images))
+    ranges = [slice(start, min(start + batch_size, stop)) for start in range(first, stop, batch_size)]
+    pin = torch.device(device).type == "cuda"
+    for index, batch in read_batches(images, ranges, workers=workers, pin_memory=pin):
+        start = int(index[0]) - first
+        batch = batch.to(device, non_blocking=True)
         h, z = encoder(normalize_batch(batch, spec))
         for name, value in (("backbone", h), ("projector", z)):
             if name in keep:
                 if name not in out:
-                    out[name] = np.empty((len(images), value.shape[1]), np.float32)
+                    out[name] = np.empty((max(stop - first, 0), value.shape[1]), np.float32)
                 out[name][start:start + len(value)] = value.float().cpu().numpy()
     encoder.train(was_training)
     return out
@@ -61,3 +69,28 @@ def clustering_embeddings(encoder: torch.nn.Module, images: np.ndarray, captions
     if "text" in views:
         out["text"] = embed_texts(encoder.backbone, list(captions), device=device)
     return out
+
+
+def embed_sharded(encoder: torch.nn.Module, images, spec: AugmentSpec, *, device: torch.device | str = "cpu",
+                  keep: tuple[str, ...] = ("backbone", "projector")) -> dict[str, np.ndarray] | None:
+    """`embed_images` split across the workers of a running process group: each embeds a contiguous share and
+    rank 0 receives the whole set in order (the others None), so a probe or test pass costs 1/W of the time.
+    Without a process group (or with fewer images than workers, where rank 0 embeds all) it is embed_images."""
+    from mcl_ray.objectives.distributed import _collective_device, gather_no_grad, is_distributed
+
+    if not is_distributed():
+        return embed_images(encoder, images, spec, device=device, keep=keep)
+    import torch.distributed as dist
+
+    rank, world, n = dist.get_rank(), dist.get_world_size(), len(images)
+    if n < world:
+        return embed_images(encoder, images, spec, device=device, keep=keep) if rank == 0 else None
+    bounds = np.linspace(0, n, world + 1).astype(int)
+    sizes = np.diff(bounds).tolist()
+    part = embed_images(encoder, images, spec, device=device, keep=keep, rows=slice(bounds[rank], bounds[rank + 1]))
+    out = {}
+    for name in keep:
+        whole = gather_no_grad(torch.from_numpy(part.pop(name)).to(_collective_device()), sizes)
+        out[name] = whole.cpu().numpy() if rank == 0 else None
+        del whole
+    return out if rank == 0 else None

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from mcl_ray.data.augment import BatchAugment
-from mcl_ray.data.base import ImageSet, image_rows
+from mcl_ray.data.base import ImageSet
+from mcl_ray.data.batch_reader import read_batches
 from mcl_ray.errors import ConfigError, DataError, TrainingError
 from mcl_ray.eval.knn import knn_accuracy
 from mcl_ray.mcl.sampler import GroupBatchSampler, plan_summary
@@ -171,11 +172,11 @@ def train_stage(
                 optimizer.state.pop(param, None)
         objective.train()
         t0, seen, sums = time.perf_counter(), 0, {}
-        for step, idx in enumerate(sampler):
+        reader = read_batches(images, sampler, workers=spec.data.decode_workers, pin_memory=device.type == "cuda")
+        for step, (index, batch) in enumerate(reader):
             global_step = epoch * steps_per_epoch + step
             scheduler.step_update(global_step)
-            index = torch.as_tensor(idx, dtype=torch.long)
-            batch = image_rows(images, index).to(device, non_blocking=True)
+            batch = batch.to(device, non_blocking=True)
             inputs = objective.prepare(batch, augment, None if texts is None else texts[index].to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 extra = {"indices": index.to(device)} if pass_indices else {}  # SPCL: the samples' prototype ids
@@ -195,7 +196,7 @@ def train_stage(
             for name, part in losses.items():  # the method's loss and each regulariser's term, when mixed
                 if name != "loss":
                     sums[name] = sums.get(name, 0.0) + float(part.detach())
-            seen += len(idx)
+            seen += len(index)
             if ctx.is_main and ctx.progress and (step + 1) % train.log_every == 0:
                 log.info(
                     "stage %d epoch %d/%d step %d/%d loss %.4f",

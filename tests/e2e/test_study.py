@@ -82,6 +82,7 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
     console = log_path.read_text()  # the study's own one-line-per-event console, not Tune's tables
     assert f"[mcl] {first.name} started: " in console and f"[mcl] {first.name} stage 2/2: integrated/texture/linear" in console
     assert "Trial status:" not in console and "started with configuration" not in console
+    assert "To visualize your results with TensorBoard" not in console  # Tune's hint names its own driver folder
 
     study = load_study(RESNET, "local", [*TINY_STUDY, f"study.storage={storage}", f"experiment.data.root={data}"])
     from mcl_ray.study import build_tuner

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def write_shards(folder, shards=2, per_shard=10, drop_caption=None):
 
 
 def config(pattern, **data):
-    return build_config({"data": {"name": "webdataset", "shards": pattern, "image_size": 8, "train_size": None,
+    root = str(Path(pattern).parent.parent / "root") if pattern else "/nonexistent"  # the decoded cache goes here
+    return build_config({"data": {"name": "webdataset", "shards": pattern, "image_size": 8, "train_size": None, "root": root,
                                   "test_size": None, **data},
                          "model": {"backbone": "open_clip:mcl-tiny", "head": "none"}, "objective": {"name": "clip"},
                          "mcl": {"clusters": 2}})
@@ -66,3 +68,27 @@ def test_shard_problems_are_named(tmp_path):
         check_experiment(config(None))
     with pytest.raises(ConfigError, match="data.shards: only used by data.name: webdataset"):
         check_experiment(build_config({"data": {"shards": pattern}}))
+
+
+def test_shards_are_decoded_once_in_chunks_into_a_memory_mapped_cache(tmp_path, monkeypatch):
+    from mcl_ray.data.sources import webdataset as source
+
+    pattern = write_shards(tmp_path / "shards", shards=3, per_shard=7)
+    chunks = []
+    original = source.read_shards
+
+    def small_chunks(urls, image_size):
+        for part in original(urls, image_size, chunk=4):  # 21 samples: 6 chunks, never the whole set at once
+            chunks.append(len(part[0]))
+            yield part
+
+    monkeypatch.setattr(source, "read_shards", small_chunks)
+    first = load_experiment_data(data_spec(config(pattern)))
+    assert chunks == [4, 4, 4, 4, 4, 1]
+    assert isinstance(first.pretrain.images.base, np.memmap)  # workers map the cache, they do not load it
+    second = load_experiment_data(data_spec(config(pattern)))
+    assert len(chunks) == 6  # read from the cache, not decoded again
+    np.testing.assert_array_equal(np.asarray(second.pretrain.images), np.asarray(first.pretrain.images))
+    assert second.pretrain.captions == first.pretrain.captions
+    for image, caption, label in zip(second.pretrain.images, second.pretrain.captions, second.pretrain.attributes["label"]):
+        assert caption.startswith(f"colour {label} ") and tuple(image[0, 0]) == COLOURS[label]

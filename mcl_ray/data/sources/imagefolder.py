@@ -14,6 +14,7 @@ SPLIT_DIRS = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test
 class ImageFolder(DataSource):
     splits = ("train", "test", "val")
     attributes = ("label",)
+    options = ("decode",)
 
     def files(self, split, *, root, seed, labels=None):
         """Image files under the split's class folders (torchvision's extensions), without decoding."""
@@ -31,7 +32,7 @@ class ImageFolder(DataSource):
         directory = next((d for d in (root / f for f in SPLIT_DIRS[split]) if d.is_dir()), None)
         return None if directory is None else len(self.files(split, root=root, seed=seed))
 
-    def load(self, split, *, root, image_size, download, size, seed, cache_dir):
+    def load(self, split, *, root, image_size, download, size, seed, cache_dir, decode=None):
         from mcl_ray.data import readers
 
         candidates = [root / folder for folder in SPLIT_DIRS[split]]
@@ -45,4 +46,5 @@ class ImageFolder(DataSource):
         train_dir = root / "train"
         # Label ids come from the train split's class folders, so a test split with fewer classes agrees.
         classes = readers.folder_classes(train_dir) if train_dir.is_dir() and directory != train_dir else None
-        return readers.load_image_folder(directory, image_size, class_names=classes, cache_dir=cache_dir, size=size, seed=seed)
+        return readers.load_image_folder(directory, image_size, class_names=classes, cache_dir=cache_dir, size=size, seed=seed,
+                                          decode=decode)

@@ -23,6 +23,7 @@ class LabeledFiles(DataSource):
     splits = ("train", "test", "val")
     attributes = ()  # whatever columns the table has
     labels_file = True
+    options = ("decode",)
 
     def read(self, labels) -> tuple[Path, dict[str, list[Any]]]:
         """The table, with its image column named `path` (and its caption column `caption`, for captioned tables)."""
@@ -48,7 +49,7 @@ class LabeledFiles(DataSource):
         table, columns = self.read(labels)
         return len(split_rows(columns, split, seed, table, self.splits))
 
-    def load(self, split, *, root, image_size, download, size, seed, cache_dir, labels=None):
+    def load(self, split, *, root, image_size, download, size, seed, cache_dir, labels=None, decode=None):
         from mcl_ray.data import readers
 
         table_path, columns = self.read(labels)
@@ -64,7 +65,8 @@ class LabeledFiles(DataSource):
             raise DataError(f"{table_path}: {len(missing)} listed image files do not exist, e.g. {missing[0]} "
                             f"(relative paths are resolved against data.root = {base})")
         images = readers.decode_listed(paths, {k: v[rows] for k, v in attributes.items()}, image_size, base=base,
-                                       cache_dir=cache_dir, set_name=f"{self.name}-{split}", name=self.name)
+                                       cache_dir=cache_dir, set_name=f"{self.name}-{split}", name=self.name,
+                                       decode=decode)
         if "caption" in columns:
             images.captions = [str(columns["caption"][i]) for i in rows]
         images.value_names = {name: names for name, values in columns.items() if name not in RESERVED

@@ -2,8 +2,12 @@
 
 Each sample is an image (`.jpg`, `.jpeg`, `.png` or `.webp`) and its caption (`.txt`), optionally a class id (`.cls`,
 evaluated as the attribute `label`), grouped by key as img2dataset writes them. Shards are read with the
-webdataset library (brace expansion, local paths or any URL it opens, e.g. `pipe:aws s3 cp s3://b/{0..9}.tar -`),
-decoded and resized once per load. Without a test split of its own, a seeded 20% of the samples is the test split.
+webdataset library (brace expansion, local paths or any URL it opens, e.g. `pipe:aws s3 cp s3://b/{0..9}.tar -`)
+as a stream, decoded and resized once into the memory-mapped cache (data/cache.py) a chunk at a time, so neither
+the decoding process nor any Train worker holds the decoded set: workers map the cache file and read the rows of
+their batches (random access, which the group batch sampler needs and a tar stream cannot give). The cache is
+keyed by the shard files' sizes and times (remote shards: by their URLs) and the image size. Without a test split
+of its own, a seeded 20% of the samples is the test split.
 """
 
 from __future__ import annotations
@@ -32,19 +36,60 @@ class WebDatasetShards(DataSource):
     def load(self, split, *, root, image_size, download, size, seed, cache_dir, shards=None):
         import numpy as np
 
-        from mcl_ray.data.base import ImageSet
         from mcl_ray.data.readers import subsample_indices
 
-        images, captions, classes = read_shards(shard_urls(shards), image_size)
-        test = np.zeros(len(images), bool)
-        test[np.random.default_rng(seed).permutation(len(images))[: round(TEST_FRACTION * len(images))]] = True
+        whole = cached_shards(shard_urls(shards), image_size, cache_dir)
+        test = np.zeros(len(whole), bool)
+        test[np.random.default_rng(seed).permutation(len(whole))[: round(TEST_FRACTION * len(whole))]] = True
         rows = np.flatnonzero(test if split == "test" else ~test)
         keep = subsample_indices(len(rows), size, seed, f"webdataset-{split}")
         if keep is not None:
             rows = rows[keep]
-        attributes = {"label": np.asarray(classes, np.int64)[rows]} if classes is not None else {}
-        return ImageSet(images=images[rows], attributes=attributes, captions=[captions[i] for i in rows],
-                        name=f"webdataset-{split}")
+        return whole.subset(rows, name=f"webdataset-{split}")
+
+
+CACHE_VERSION = 1
+
+
+def cached_shards(urls: list[str], image_size: int, cache_dir):
+    """The shards' samples as one ImageSet (images memory-mapped from the cache, captions, `label` when every
+    sample has a .cls), decoding them into the cache on first use."""
+    import hashlib
+    import json
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from mcl_ray.data.base import ImageSet
+    from mcl_ray.data.cache import read_image_set_npz, write_image_set_chunks
+
+    identity = [CACHE_VERSION, image_size] + [
+        [u, os.stat(u).st_size, os.stat(u).st_mtime_ns] if Path(u).is_file() else [u] for u in urls]
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:20]
+    directory = Path(cache_dir or tempfile.gettempdir()).expanduser()
+    marker = directory / f"webdataset_{key}.npz"
+    cached = read_image_set_npz(marker, "webdataset")
+    if cached is not None and cached.captions is not None:
+        return cached
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory, prefix=".webdataset-decode-") as raw:
+        count, captions, classes = 0, [], []
+        for chunk, chunk_captions, chunk_classes in read_shards(urls, image_size):
+            raw.write(chunk.tobytes())  # decoded a chunk at a time: memory stays at one chunk
+            count += len(chunk)
+            captions += chunk_captions
+            classes += chunk_classes
+        raw.flush()
+        shape = (count, image_size, image_size, 3)
+        decoded = np.memmap(raw, dtype=np.uint8, mode="r", shape=shape)
+        attributes = {} if any(c is None for c in classes) else {"label": np.asarray(classes, np.int64)}
+        if write_image_set_chunks(marker, shape, lambda a, b: decoded[a:b], attributes, captions=captions):
+            del decoded
+            found = read_image_set_npz(marker, "webdataset")
+            if found is not None:
+                return found
+        return ImageSet(images=np.array(decoded), attributes=attributes, captions=captions, name="webdataset")
 
 
 def shard_urls(pattern: str | None) -> list[str]:
@@ -55,15 +100,14 @@ def shard_urls(pattern: str | None) -> list[str]:
     return list(wds.shardlists.expand_urls(str(Path(pattern).expanduser()) if "://" not in pattern else pattern))
 
 
-def read_shards(urls: list[str], image_size: int):
-    """(uint8 images [N, S, S, 3], captions, class ids or None), in shard order; errors name the shard and key."""
+def read_shards(urls: list[str], image_size: int, chunk: int = 4096):
+    """Yield (uint8 images [<=chunk, S, S, 3], captions, class ids or None each), in shard order; errors name the
+    shard and key."""
     import numpy as np
     import webdataset as wds
-    from PIL import ImageOps
+    from PIL import Image, ImageOps
 
-    from PIL import Image
-
-    images, captions, classes = [], [], []
+    images, captions, classes, seen = [], [], [], 0
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")
     try:
         for sample in dataset:
@@ -75,9 +119,13 @@ def read_shards(urls: list[str], image_size: int):
             images.append(np.asarray(fitted, np.uint8))
             captions.append(str(sample["txt"]).strip())
             classes.append(int(sample["cls"]) if "cls" in sample else None)
+            if len(images) == chunk:
+                seen += len(images)
+                yield np.stack(images), captions, classes
+                images, captions, classes = [], [], []
     except (OSError, ValueError) as exc:
         raise DataError(f"data.shards: cannot read {urls[0] if len(urls) == 1 else f'{len(urls)} shards'}: {exc}") from None
-    if not images:
+    if images:
+        yield np.stack(images), captions, classes
+    elif not seen:
         raise DataError(f"data.shards: no samples in {', '.join(urls[:3])}")
-    labels = None if any(c is None for c in classes) else classes
-    return np.stack(images), captions, labels
