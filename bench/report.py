@@ -295,7 +295,7 @@ def refactor_check() -> str | None:
 def main() -> None:
     parts = [p for p in (refactor_check(),) if p]
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
-                         ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study),
+                         ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study), ("study_target_randbit8", study),
                          ("clip_step", clip_step), ("study_sweep_clip", study), ("methods", methods),
                          ("data_scale", data_scale), ("faithful", faithful), ("decode", decode)):
         result = load(name)

@@ -1,8 +1,8 @@
 """The bundled local-profile studies end to end: wall time, each MCL trial's 1-stage baseline vs MCL, and the
 verdict against the control arms (ensemble, long run; each arm's winner rerun with fresh seeds).
 
-    python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~6 min on 2 cores
-    python -m bench.study sweep_vit             # ~7.5 min
+    python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~40 min on 2 cores
+    python -m bench.study sweep_vit             # ~14 min
     python -m bench.study sweep_clip            # image-text MCL: tiny CLIP on captioned Trifeature
     python -m bench.study sweep_vit --existing studies/results/sweep-vit --wall-s 628.7
                                                 # summarise a study already run (wall time measured outside)
@@ -33,18 +33,20 @@ def main() -> None:
     parser.add_argument("script", choices=["sweep_resnet", "sweep_vit", "sweep_clip"])
     parser.add_argument("--existing", help="study directory already produced by the script")
     parser.add_argument("--wall-s", type=float, help="its measured wall time (with --existing)")
+    parser.add_argument("--name", help="result file name (default: study_<script>)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides passed to the study (e.g. experiment.data.bits=8)")
     args = parser.parse_args()
     config = ROOT / "studies" / "configs" / f"{args.script.removeprefix('sweep_')}.yaml"
-    study = load_study(config, "local")
-    command = f"python studies/{args.script}.py"
+    study = load_study(config, "local", args.overrides)
+    command = " ".join([f"python studies/{args.script}.py", *args.overrides])
     if args.existing:
         study_dir, wall = Path(args.existing), args.wall_s
     else:  # fresh storage: an existing stage cache would make every trial a reuse
         storage = Path(tempfile.mkdtemp(prefix="mcl-study-bench-"))
         study_dir = storage / study.study.name
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "studies" / f"{args.script}.py"), "--storage", str(storage)],
-                       check=True, cwd=ROOT)
+        subprocess.run([sys.executable, str(ROOT / "studies" / f"{args.script}.py"), "--storage", str(storage),
+                        *args.overrides], check=True, cwd=ROOT)
         wall = time.perf_counter() - t0
     metric = study.study.metric
     trials = rank_trials(load_trials(study_dir)[0], metric, study.study.mode)
@@ -70,7 +72,7 @@ def main() -> None:
             )} for r in results},
             "confirmed": all(r.confirmed for r in results),
         }
-    path = write_result(f"study_{args.script}", {
+    path = write_result(args.name or f"study_{args.script}", {
         "command": command, "profile": "local", "wall_s": wall, "metric": metric, "trials": rows,
         "verdict": verdict,
         "settings": {"samples": study.study.samples, "scheduler": study.study.scheduler, "arms": study.study.arms,

@@ -35,6 +35,7 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files ..." 
     try:
         import ray
 
