@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--wall-s", type=float, help="its measured wall time (with --existing)")
     parser.add_argument("--name", help="result file name (default: study_<script>)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides passed to the study (e.g. experiment.data.bits=8)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     config = ROOT / "studies" / "configs" / f"{args.script.removeprefix('sweep_')}.yaml"
     study = load_study(config, "local", args.overrides)
     command = " ".join([f"python studies/{args.script}.py", *args.overrides])

@@ -69,6 +69,13 @@ def attributes(results: list[ArmResult], kind: str) -> list[str]:
     return sorted({k.split("/")[1] for k in keys if k.startswith("integrated/") and k.endswith(f"/{kind}")} - {"mean"})
 
 
+def _shortcut_attributes() -> set[str]:
+    """Attributes that measure a shortcut (RandBit's code): a representation that holds less of them is better."""
+    from mcl_ray.data.registry import DATA_SOURCES
+
+    return {a for name in DATA_SOURCES.names() for a in DATA_SOURCES.get(name).shortcuts}
+
+
 def verdict(results: list[ArmResult], kind: str) -> tuple[str, list[str]]:
     """(table of every arm's final integrated accuracy per attribute, one sentence per attribute)."""
     attrs = attributes(results, kind)
@@ -98,10 +105,11 @@ def verdict(results: list[ArmResult], kind: str) -> tuple[str, list[str]]:
         spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
         runs = f"{len(diffs)} seeds" if len(diffs) > 1 else "1 run each, unconfirmed: set study.confirm_seeds"
         shown = f"{mean:+.1f}" + (f" ± {spread:.1f}" if not math.isnan(spread) else "")
+        name = f"{a} (a shortcut: less is better)" if a in _shortcut_attributes() else a
         if abs(mean) < max(CLEAR_POINTS, 0 if math.isnan(spread) else spread):
-            sentences.append(f"{a}: no clear difference (MCL {shown} points vs {best.label}; {runs})")
+            sentences.append(f"{name}: no clear difference (MCL {shown} points vs {best.label}; {runs})")
         else:
-            sentences.append(f"{a}: MCL {shown} points over {best.label} ({runs})")
+            sentences.append(f"{name}: MCL {shown} points {'over' if mean > 0 else 'below'} {best.label} ({runs})")
     return fixed_width(header, rows), sentences
 
 

@@ -80,3 +80,19 @@ def test_report_plots_readable_axes_and_no_importances_from_a_handful_of_trials(
     assert list(stage_axes[0].get_xticks()) == [1]
     legend = [t.get_text() for t in stage_axes[0].get_legend().get_texts()]
     assert any("K=10" in entry and "temp=0.3" in entry for entry in legend)
+
+
+def test_a_loss_reads_below_and_a_shortcut_attribute_is_named_as_one(tmp_path):
+    study = tmp_path / "study"
+    for name, directory, texture, code in (("trial_a", study, 0.40, 0.30), ("trial_c", study / "arms" / "ensemble", 0.50, 0.90)):
+        d = directory / name
+        d.mkdir(parents=True)
+        (d / "params.json").write_text(json.dumps({"mcl.stages": 2}))
+        (d / "result.json").write_text(json.dumps({"stage": 1, "trial_id": name, "arm_stages": 2,
+                                                   "integrated/texture/linear": texture,
+                                                   "integrated/code/linear": code}) + "\n")
+    _, sentences = verdict(arm_results(study, "integrated/texture/linear", "max"), "linear")
+    assert sentences == [
+        "code (a shortcut: less is better): MCL -60.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds)",
+        "texture: MCL -10.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds)",
+    ]
