@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from pathlib import Path
+import argparse
 from typing import Any, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,3 +77,37 @@ def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = 
     tmp.write_text(json.dumps(body, indent=2, sort_keys=False, default=float) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def add_run_args(p: argparse.ArgumentParser, *, seeds: list[int], stages: int, epochs: int, train_size: int,
+                 workdir: str, name: str) -> None:
+    """The settings the side-by-side training benchmarks share (small Trifeature-style runs, test_resnet)."""
+    p.add_argument("--config", default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    p.add_argument("--stages", type=int, default=stages)
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs per stage")
+    p.add_argument("--clusters", type=int, default=10)
+    p.add_argument("--backbone", default="test_resnet")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--train-size", type=int, default=train_size)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
+    p.add_argument("--workdir", default=workdir)
+    p.add_argument("--name", default=name)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
+    p.add_argument("--verbose", action="store_true")
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """Those settings as config overrides: the same for every arm and variant, so equal stages share their keys."""
+    return [
+        f"output_dir={args.workdir}", f"data.root={args.data_root}", f"data.train_size={args.train_size}",
+        f"data.test_size={args.test_size}", f"data.image_size={args.image_size}", f"model.backbone={args.backbone}",
+        "model.cifar_stem=false", f"mcl.stages={args.stages}", f"mcl.clusters={args.clusters}",
+        f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
+        f"objective.temperature={args.temperature}", "eval.online_knn_every=0", "train.log_every=100000",
+        "train.device=cpu",
+    ]

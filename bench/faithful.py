@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import format_table, write_result
+from bench.common import add_run_args, format_table, run_overrides, write_result
 from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.plan.from_config import data_spec, load_config
 from mcl_ray.plan.local import run_local
@@ -46,12 +46,7 @@ BENCHMARKS = {"trifeature": ["data.name=trifeature"], "randbit8": ["data.name=ra
 def experiment(args: argparse.Namespace, bench: str, seed: int, variant: str):
     return load_config(args.config, [
         *BENCHMARKS[bench], *VARIANTS[variant], f"name={bench}-seed{seed}-{variant.replace(' ', '_')}",
-        f"seed={seed}", f"output_dir={args.workdir}", f"data.root={args.data_root}",
-        f"data.train_size={args.train_size}", f"data.test_size={args.test_size}", f"data.image_size={args.image_size}",
-        f"model.backbone={args.backbone}", "model.cifar_stem=false", f"mcl.stages={args.stages}",
-        f"mcl.clusters={args.clusters}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
-        f"train.lr={args.lr}", f"objective.temperature={args.temperature}", "eval.online_knn_every=0",
-        "train.log_every=100000", "train.device=cpu",
+        f"seed={seed}", *run_overrides(args),
     ])
 
 
@@ -132,24 +127,8 @@ def print_tables(bench: str, summary: dict[str, Any], stages: int, seeds: int) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None)
     p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--stages", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=10, help="epochs per stage")
-    p.add_argument("--clusters", type=int, default=10)
-    p.add_argument("--backbone", default="test_resnet")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--train-size", type=int, default=2000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
-    p.add_argument("--workdir", default="runs/bench-faithful")
-    p.add_argument("--name", default="faithful")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
-    p.add_argument("--verbose", action="store_true")
+    add_run_args(p, seeds=[0, 1, 2], stages=3, epochs=10, train_size=2000, workdir="runs/bench-faithful", name="faithful")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.train_size, args.test_size, args.name = [0], 1, 400, 200, "faithful-quick"

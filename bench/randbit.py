@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS_DIR, format_table, write_result
+from bench.common import RESULTS_DIR, add_run_args, format_table, run_overrides, write_result
 from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.plan.arms import arm_records
 from mcl_ray.plan.from_config import data_spec, load_config
@@ -40,14 +40,7 @@ CONTROLS = ("ensemble", "long", "ifm")
 
 def experiment(args: argparse.Namespace, bits: int, seed: int, policy: str, name: str):
     data = ["data.name=randbit", f"data.bits={bits}"] if bits else ["data.name=trifeature"]
-    return load_config(args.config, [
-        *data, f"name={name}", f"seed={seed}", f"output_dir={args.workdir}", f"data.root={args.data_root}",
-        f"data.train_size={args.train_size}", f"data.test_size={args.test_size}", f"data.image_size={args.image_size}",
-        f"model.backbone={args.backbone}", "model.cifar_stem=false", f"mcl.stages={args.stages}",
-        f"mcl.clusters={args.clusters}", f"mcl.sampling={policy}", f"train.epochs={args.epochs}",
-        f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", f"objective.temperature={args.temperature}",
-        "eval.online_knn_every=0", "train.log_every=100000", "train.device=cpu",
-    ])
+    return load_config(args.config, [*data, f"name={name}", f"seed={seed}", f"mcl.sampling={policy}", *run_overrides(args)])
 
 
 def scores(evaluation: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -140,24 +133,8 @@ def plot(summary: dict[int, dict[str, dict[str, list[float]]]], metric: str, pat
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None)
     p.add_argument("--bits", type=int, nargs="+", default=[0, 4, 8], help="random bits per image (0: plain Trifeature)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--stages", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=10, help="epochs per stage (E)")
-    p.add_argument("--clusters", type=int, default=10)
-    p.add_argument("--backbone", default="test_resnet")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--train-size", type=int, default=2000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--data-root", default="~/.cache/mcl-ray/data")
-    p.add_argument("--workdir", default="runs/bench-randbit")
-    p.add_argument("--name", default="randbit")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
-    p.add_argument("--verbose", action="store_true")
+    add_run_args(p, seeds=[0, 1, 2], stages=2, epochs=10, train_size=2000, workdir="runs/bench-randbit", name="randbit")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.train_size, args.test_size, args.name = [0], 1, 400, 200, "randbit-quick"
