@@ -83,6 +83,12 @@ class StudyConsole(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._say(f"trial_{trial.trial_id} FAILED (details: {trial.local_path or 'the trial directory'}/error.txt)")
 
+    def _planned(self, trial) -> Any:
+        """Stages a trial will report, before its first report: 1 for the long-run arms, else its mcl.stages."""
+        if self.arm.split()[0] in ("long", "ifm"):
+            return 1
+        return (trial.config or {}).get("mcl.stages", "?")
+
     def on_step_end(self, iteration, trials, **info) -> None:
         now = time.monotonic()
         if now - self.last_progress < self.progress_every_s:
@@ -94,7 +100,7 @@ class StudyConsole(tune.Callback):
         parts = []
         for t in running:
             done = (t.last_result or {}).get("stage", 0)
-            planned = (t.last_result or {}).get("stages_planned", "?")
+            planned = (t.last_result or {}).get("stages_planned") or self._planned(t)
             minutes = (now - self.stage_started.get(t.trial_id, now)) / 60
             epoch = _epoch(t, done + 1)
             parts.append(f"trial_{t.trial_id} in stage {done + 1}/{planned}{epoch} for {minutes:.1f} min")

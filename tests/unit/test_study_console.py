@@ -63,6 +63,15 @@ def test_progress_shows_the_epoch_from_the_trials_live_curves(tmp_path):
     assert "in stage 2/3 for" in out.getvalue()
 
 
+def test_progress_before_the_first_report_knows_the_planned_stages():
+    out = io.StringIO()
+    StudyConsole("mcl confirm", "m", out=out, progress_every_s=0.0).on_step_end(0, [_trial("ab12")])
+    assert "trial_ab12 in stage 1/3 for" in out.getvalue()  # from the trial's mcl.stages, not "1/?"
+    out = io.StringIO()
+    StudyConsole("long confirm", "m", out=out, progress_every_s=0.0).on_step_end(0, [_trial("cd34")])
+    assert "trial_cd34 in stage 1/1 for" in out.getvalue()  # the long run reports once
+
+
 def test_the_console_pickles_with_the_tuner_whatever_stdout_is(monkeypatch):
     import pickle
     import sys
