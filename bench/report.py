@@ -49,10 +49,12 @@ def suppression(result: dict) -> str:
         gains = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_same_epochs"].items())
         equal = ", ".join(f"{a} {g:+.1f}" for a, g in t["gain_points_vs_equal_compute"].items())
         control = ", ".join(f"{a} {g:+.1f}" for a, g in t.get("gain_points_vs_ensemble_control", {}).items())
+        ifm = ", ".join(f"{a} {g:+.1f}" for a, g in t.get("gain_points_vs_ifm_control", {}).items())
         lines.append(
             f"- {metric}: the suppressed attribute is **{t['suppressed_attribute']}**. Integrated MCL vs the "
             f"same-epochs baseline, points: {gains}. Vs the equal-compute baseline: {equal}."
             + (f" Vs the ensemble control: {control}." if control else "")
+            + (f" Vs the IFM control: {ifm}." if ifm else "")
         )
     lines += ["", f"![suppression plot](bench/results/{result['plot']})", "", machine_line(result)]
     return "\n".join(lines)

@@ -6,14 +6,16 @@ Side by side, for each seed:
   * baseline-SE : 1 stage, S*E epochs (the same total compute as all MCL stages), its own run.
   * MCL         : S stages of E epochs; each stage alone and the integrated (concatenated) representation.
   * ensemble    : control, S independently seeded 1-stage runs of E epochs integrated the same way (no
-                  grouping), so MCL's negatives are not credited with what concatenating models gives anyway.
+                  grouping), so MCL's negatives are not credited with what concatenating models gives anyway;
+  * IFM         : control, baseline-SE with implicit feature modification mixed into its loss (the paper's
+                  epsilon 0.1, alpha 1), the cheap competing fix for feature suppression.
 Per attribute (shape, texture, colour) it reports kNN and linear-probe accuracy on held-out images, averaged
 over seeds, writes bench/results/suppression.json and a PNG plot, and checks the targets:
   * on the attribute the same-epochs baseline suppresses most, integrated MCL gains >= 5 points;
   * no attribute loses more than 2 points;
   * against the equal-compute baseline: reported (goal: match or beat).
 
-    python -m bench.suppression            # full run (about 25 min on a 2-core CPU)
+    python -m bench.suppression            # full run, 3 seeds (about 35 min on a 2-core CPU)
     python -m bench.suppression --quick    # smoke run (a minute)
 """
 
@@ -33,6 +35,7 @@ from mcl_ray.data.experiment_data import load_experiment_data
 from mcl_ray.mcl.integration import integrate
 from mcl_ray.plan.evaluation import evaluate
 from mcl_ray.plan.from_config import data_spec, eval_spec, load_config
+from mcl_ray.plan.arms import ifm_config
 from mcl_ray.plan.local import run_local
 
 ATTRIBUTES = ("shape", "texture", "color")
@@ -106,12 +109,16 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     long = run_local(long_cfg, data=data, progress=args.verbose)
     long_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    ifm = run_local(ifm_config(mcl_cfg), data=data, progress=args.verbose)  # the long run with IFM in its loss
+    ifm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     ensemble = run_ensemble(args, seed, mcl_cfg, mcl, data)
     ensemble_s = time.perf_counter() - t0
     out = {
         "seed": seed,
         "baseline_same_epochs": accuracy_table(mcl.stages[0].stage_eval),
         "baseline_equal_compute": accuracy_table(long.stages[0].stage_eval),
+        "ifm_equal_compute": accuracy_table(ifm.stages[0].stage_eval),
         "mcl_stage": [accuracy_table(s.stage_eval) for s in mcl.stages],
         "mcl_integrated": [accuracy_table(s.integrated_eval) for s in mcl.stages],
         "ensemble_integrated": ensemble,
@@ -121,7 +128,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         ],
         "baseline_equal_compute_curve": long.stages[0].history,
         "mcl_curves": [s.history for s in mcl.stages],
-        "seconds": {"mcl": mcl_s, "baseline_equal_compute": long_s, "ensemble": ensemble_s},
+        "seconds": {"mcl": mcl_s, "baseline_equal_compute": long_s, "ifm": ifm_s, "ensemble": ensemble_s},
     }
     return out
 
@@ -137,6 +144,8 @@ def aggregate(per_seed: list[dict[str, Any]], stages: int) -> dict[str, dict[str
         f"baseline {1}x": [r["baseline_same_epochs"] for r in per_seed],
         f"baseline {stages}x (equal compute)": [r["baseline_equal_compute"] for r in per_seed],
     }
+    if all("ifm_equal_compute" in r for r in per_seed):
+        rows[f"IFM {stages}x (equal compute, control)"] = [r["ifm_equal_compute"] for r in per_seed]
     for s in range(stages):
         rows[f"MCL stage {s + 1} alone"] = [r["mcl_stage"][s] for r in per_seed]
         rows[f"MCL integrated 1..{s + 1}"] = [r["mcl_integrated"][s] for r in per_seed]
@@ -150,6 +159,7 @@ def check_targets(summary: dict, stages: int, metric: str) -> dict[str, Any]:
     equal = summary[f"baseline {stages}x (equal compute)"]
     final = summary[f"MCL integrated 1..{stages}"]
     ensemble = summary.get(f"ensemble of {stages} 1-stage runs")
+    ifm = summary.get(f"IFM {stages}x (equal compute, control)")
     suppressed = min(ATTRIBUTES, key=lambda a: base[f"{a}/{metric}"][0])
     gains = {a: 100 * (final[f"{a}/{metric}"][0] - base[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
     vs_equal = {a: 100 * (final[f"{a}/{metric}"][0] - equal[f"{a}/{metric}"][0]) for a in ATTRIBUTES}
@@ -162,6 +172,8 @@ def check_targets(summary: dict, stages: int, metric: str) -> dict[str, Any]:
         "gain_points_vs_same_epochs": gains,
         "gain_points_vs_equal_compute": vs_equal,
         "gain_points_vs_ensemble_control": vs_ensemble,
+        "gain_points_vs_ifm_control": (
+            {a: 100 * (final[f"{a}/{metric}"][0] - ifm[f"{a}/{metric}"][0]) for a in ATTRIBUTES} if ifm else {}),
         "target_suppressed_gain_ge_5": gains[suppressed] >= 5.0,
         "target_no_loss_gt_2": all(g >= -2.0 for g in gains.values()),
         "matches_or_beats_equal_compute_on_suppressed": vs_equal[suppressed] >= 0.0,
@@ -205,7 +217,7 @@ def plot(summary: dict, stages: int, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="base YAML (default: built-in defaults)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--stages", type=int, default=3)
     p.add_argument("--epochs", type=int, default=20, help="epochs per MCL stage (E)")
     p.add_argument("--clusters", type=int, default=10)
@@ -246,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{metric}] suppressed attribute: {t['suppressed_attribute']}; gain vs same-epochs baseline "
               f"(points): {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_same_epochs'].items())}; "
               f"vs equal-compute: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_equal_compute'].items())}; "
-              f"vs ensemble control: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_ensemble_control'].items())}")
+              f"vs ensemble control: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_ensemble_control'].items())}; "
+              f"vs IFM control: {', '.join(f'{a} {g:+.1f}' for a, g in t['gain_points_vs_ifm_control'].items())}")
     png = RESULTS_DIR / f"{args.name}.png"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plot(summary, args.stages, png)
