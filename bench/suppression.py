@@ -15,7 +15,7 @@ over seeds, writes bench/results/suppression.json and a PNG plot, and checks the
   * no attribute loses more than 2 points;
   * against the equal-compute baseline: reported (goal: match or beat).
 
-    python -m bench.suppression            # full run, 3 seeds (about 35 min on a 2-core CPU)
+    python -m bench.suppression            # full run, 3 seeds (about 40 min on a 2-core CPU)
     python -m bench.suppression --quick    # smoke run (a minute)
 """
 
