@@ -64,6 +64,30 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+class PeerLostClusteringActor(RuntimeError):
+    """Another worker found the clustering actor dead during the phase this worker finished."""
+
+
+def clustering_phase(world: int, device: torch.device, work) -> None:
+    """Run one clustering phase (`work()`, which talks to the actor), then meet the other workers.
+
+    The meeting is an all-reduce of "did the actor die here?" rather than a plain barrier: a worker that saw
+    the actor die would otherwise leave, and the others would wait at the barrier for the process group's
+    timeout (30 minutes). Every worker raises when any of them lost the actor."""
+    lost: BaseException | None = None
+    try:
+        work()
+    except ray.exceptions.RayActorError as exc:
+        lost = exc
+    if world > 1 and dist.is_initialized():
+        flag = torch.tensor([0 if lost is None else 1], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and lost is None:
+            raise PeerLostClusteringActor("another worker found the clustering actor dead")
+    if lost is not None:
+        raise lost
+
+
 def _resume_state() -> dict[str, Any] | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -125,18 +149,24 @@ def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world:
     if fault.get("kill_clustering_actor") and rank == 0 and not Path(fault["marker"]).exists():
         Path(fault["marker"]).write_text("killed the clustering actor")  # test hook: the actor dies mid-run
         ray.kill(actor)
-    for view, emb in enumerate(views):
-        sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
-        ray.get(actor.add_sample.remote(job["job_id"], rank, sample, view))
-    _barrier(world)
-    if rank == 0:
-        ray.get(actor.fit.remote(job["job_id"]))
-    _barrier(world)
-    for view, emb in enumerate(views):
-        centroids = ray.get(actor.centroids.remote(job["job_id"], view))
-        labels, sq = assign(emb, centroids, use_gpu=None if device.type == "cuda" else False)
-        ray.get(actor.add_labels.remote(job["job_id"], start, labels, float(sq.sum(dtype=np.float64)), view))
-    _barrier(world)
+
+    def send_samples():
+        for view, emb in enumerate(views):
+            sample = kmeans_sample(emb, n, clustering.max_points, clustering.seed, rank)
+            ray.get(actor.add_sample.remote(job["job_id"], rank, sample, view))
+
+    def fit():
+        if rank == 0:
+            ray.get(actor.fit.remote(job["job_id"]))
+
+    def assign_shard():
+        for view, emb in enumerate(views):
+            centroids = ray.get(actor.centroids.remote(job["job_id"], view))
+            labels, sq = assign(emb, centroids, use_gpu=None if device.type == "cuda" else False)
+            ray.get(actor.add_labels.remote(job["job_id"], start, labels, float(sq.sum(dtype=np.float64)), view))
+
+    for phase in (send_samples, fit, assign_shard):
+        clustering_phase(world, device, phase)
     if rank != 0:
         return None
     return ray.get(actor.finish.remote(
@@ -199,7 +229,8 @@ def stage_worker(job: dict[str, Any]) -> dict[str, Any]:
         return out
     except MCLError as exc:  # NaN loss, bad data, a damaged or unwritable artifact (disk full): a restart repeats it
         return {"error": f"{type(exc).__name__}: {exc}"}
-    except ray.exceptions.RayActorError as exc:  # the clustering actor lives outside the worker group: a restart
-        # of the workers cannot bring it back, so say so at once instead of retrying max_failures times
+    except (ray.exceptions.RayActorError, PeerLostClusteringActor) as exc:
+        # the clustering actor lives outside the worker group: a restart of the workers cannot bring it back,
+        # so say so at once instead of retrying max_failures times
         return {"error": f"stage {stage + 1}: the clustering actor died ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                          "rerun the experiment: the trained stage is kept and only the clustering is redone"}
