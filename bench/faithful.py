@@ -8,7 +8,10 @@ shared stage 1 per (benchmark, seed), each a 3-stage MCL run (K=10, so up to 100
   * group_batches     : the official sampler (each batch from one group: BatchNorm sees one group at a time);
   * min_group_size=10 : tiny-group policy (groups under 10 samples join the nearest sibling);
   * with_negatives    : the loss averages only over anchors that have a negative (objective.anchors);
-  * cluster backbone  : cluster the backbone output instead of the projector.
+  * cluster backbone  : cluster the backbone output instead of the projector;
+  * group norm        : model.norm=group, every BatchNorm a GroupNorm (normalisation that does not see the batch;
+                        its own stage 1, so compare its stage gains, not only its scores);
+  * group norm, group_batches : the same with the official group-pure batches (where BN sees one group at a time).
 
 Reported per variant and stage: the stage alone and integrated (kNN and linear probe per attribute), the groups
 (count, singletons, smallest), the fraction of anchors with < 10 negatives, and the groups' NMI with each
@@ -16,11 +19,14 @@ attribute; then each variant's integrated result minus the default's, paired by 
 
     python -m bench.faithful              # Trifeature + RandBit (8 bits), 3 seeds (about 25 min, 2-core CPU)
     python -m bench.faithful --quick      # smoke run (not a result)
+    python -m bench.faithful --variants "group norm" "group norm, group_batches" --name faithful_norm
+                                          # some variants (the default always runs; its stages are reused if cached)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import logging
 import time
 from typing import Any
@@ -39,13 +45,15 @@ VARIANTS = {
     "min_group_size=10": ["mcl.min_group_size=10"],
     "with_negatives": ["objective.anchors=with_negatives"],
     "cluster backbone": ["mcl.cluster_on=backbone"],
+    "group norm": ["model.norm=group"],
+    "group norm, group_batches": ["model.norm=group", "mcl.sampling=group_batches"],
 }
 BENCHMARKS = {"trifeature": ["data.name=trifeature"], "randbit8": ["data.name=randbit", "data.bits=8"]}
 
 
 def experiment(args: argparse.Namespace, bench: str, seed: int, variant: str):
     return load_config(args.config, [
-        *BENCHMARKS[bench], *VARIANTS[variant], f"name={bench}-seed{seed}-{variant.replace(' ', '_')}",
+        *BENCHMARKS[bench], *VARIANTS[variant], f"name={bench}-seed{seed}-{re.sub(r'[^A-Za-z0-9_=.-]+', '_', variant)}",
         f"seed={seed}", *run_overrides(args),
     ])
 
@@ -65,7 +73,7 @@ def group_summary(cluster: dict[str, Any] | None) -> dict[str, Any] | None:
 def run_combo(args: argparse.Namespace, bench: str, seed: int) -> dict[str, Any]:
     data = load_experiment_data(data_spec(experiment(args, bench, seed, "default")))
     out: dict[str, Any] = {"bench": bench, "seed": seed, "variants": {}}
-    for variant in VARIANTS:
+    for variant in args.variants:
         t0 = time.perf_counter()
         result = run_local(experiment(args, bench, seed, variant), data=data, progress=args.verbose, tensorboard=False)
         out["variants"][variant] = {
@@ -86,9 +94,10 @@ def mean_std(values: list[float]) -> list[float]:
 
 
 def summarise(results: list[dict[str, Any]], stages: int) -> dict[str, Any]:
-    """Per variant and stage: mean +- std of each score; the last stage's integrated difference to the default."""
+    """Per variant and stage: mean +- std of each score; the last stage's integrated difference to the default;
+    MCL's gain (last stage integrated minus its own stage 1) and that gain minus the default's, paired by seed."""
     table: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in results[0]["variants"]:
         runs = [r["variants"][variant] for r in results]
         table[variant] = {
             kind: [{k: mean_std([run[kind][s][k] for run in runs]) for k in runs[0][kind][s]} for s in range(stages)]
@@ -99,6 +108,12 @@ def summarise(results: list[dict[str, Any]], stages: int) -> dict[str, Any]:
         table[variant]["vs_default_points"] = {
             k: mean_std([100 * (run["integrated"][-1][k] - base["variants"]["default"]["integrated"][-1][k])
                          for run, base in zip(runs, results)])
+            for k in runs[0]["integrated"][-1]
+        }
+        gain = lambda run, k: 100 * (run["integrated"][-1][k] - run["stage_alone"][0][k])  # noqa: E731
+        table[variant]["mcl_gain_points"] = {k: mean_std([gain(run, k) for run in runs]) for k in runs[0]["integrated"][-1]}
+        table[variant]["gain_vs_default_points"] = {
+            k: mean_std([gain(run, k) - gain(base["variants"]["default"], k) for run, base in zip(runs, results)])
             for k in runs[0]["integrated"][-1]
         }
     return table
@@ -116,20 +131,25 @@ def print_tables(bench: str, summary: dict[str, Any], stages: int, seeds: int) -
                              **{k: f"{v[0]:.3f}±{v[1]:.3f}" for k, v in t[kind][s].items() if k.endswith("linear")},
                              "few_neg": f"{t['few_negatives_fraction'][s][0]:.2f}"})
     print(format_table(rows))
-    print("integrated (last stage) minus default, points (linear / knn):")
-    for variant, t in summary.items():
-        if variant == "default":
-            continue
-        d = t["vs_default_points"]
-        print(f"  {variant:18s} " + "  ".join(f"{a} {d[f'{a}/linear'][0]:+.1f}±{d[f'{a}/linear'][1]:.1f} / "
-                                              f"{d[f'{a}/knn'][0]:+.1f}" for a in CONTENT))
+    for title, field in (("integrated (last stage) minus default", "vs_default_points"),
+                         ("MCL's gain over its own stage 1, minus the default's", "gain_vs_default_points")):
+        print(f"{title}, points (linear / knn):")
+        for variant, t in summary.items():
+            if variant == "default":
+                continue
+            d = t[field]
+            print(f"  {variant:26s} " + "  ".join(f"{a} {d[f'{a}/linear'][0]:+.1f}±{d[f'{a}/linear'][1]:.1f} / "
+                                                  f"{d[f'{a}/knn'][0]:+.1f}" for a in CONTENT))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="variants to run (the default always runs: every comparison is paired with it)")
     add_run_args(p, seeds=[0, 1, 2], stages=3, epochs=10, train_size=2000, workdir="runs/bench-faithful", name="faithful")
     args = p.parse_args(argv)
+    args.variants = ["default", *(v for v in args.variants if v != "default")]
     if args.quick:
         args.seeds, args.epochs, args.train_size, args.test_size, args.name = [0], 1, 400, 200, "faithful-quick"
         args.workdir = f"{args.workdir}-quick"
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(bench, summaries[bench], args.stages, len(results))
     settings = {k: v for k, v in vars(args).items() if k != "verbose"}
     path = write_result(args.name, {
-        "settings": settings, "variants": {k: v for k, v in VARIANTS.items()}, "summary_mean_std": summaries,
+        "settings": settings, "variants": {k: VARIANTS[k] for k in args.variants}, "summary_mean_std": summaries,
         "per_combo": per_combo, "total_seconds": time.perf_counter() - t0,
     })
     print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")

@@ -252,6 +252,32 @@ def faithful(result: dict) -> str:
     return "\n".join(lines)
 
 
+def faithful_norm(result: dict) -> str:
+    """The batch-free normalisation variants: they train their own stage 1, so MCL's gain over it is the measure."""
+    s = result["settings"]
+    lines = [
+        f"**Normalisation that does not see the batch** (`python -m bench.faithful --variants \"group norm\" "
+        f"\"group norm, group_batches\" --name faithful_norm`; same settings as above, seeds {s['seeds']}, "
+        f"{result['total_seconds'] / 60:.1f} min). `model.norm=group` turns every BatchNorm into a GroupNorm, so it "
+        "trains its own stage 1: the columns are MCL's gain (last stage integrated minus its own stage 1, linear "
+        "probe, points) and that gain minus the default's, paired by seed, mean ± std:",
+    ]
+    for bench, summary in result["summary_mean_std"].items():
+        attrs = [c.split("/")[0] for c in summary["default"]["integrated"][-1] if c.endswith("/linear")]
+        rows = []
+        for variant, t in summary.items():
+            gain = [f"{t['mcl_gain_points'][f'{a}/linear'][0]:+.1f} ± {t['mcl_gain_points'][f'{a}/linear'][1]:.1f}"
+                    for a in attrs]
+            diff = [f"{t['gain_vs_default_points'][f'{a}/linear'][0]:+.1f} ± "
+                    f"{t['gain_vs_default_points'][f'{a}/linear'][1]:.1f}" if variant != "default" else ""
+                    for a in attrs]
+            rows.append([variant, *gain, *diff])
+        header = ["variant", *[f"{a} gain" for a in attrs], *[f"{a} gain vs default" for a in attrs]]
+        lines += ["", f"*{bench}*", "", md_table(header, rows)]
+    lines += ["", machine_line(result)]
+    return "\n".join(lines)
+
+
 def decode(result: dict) -> str:
     s = result["settings"]
     rows = [[r["pass"], r["source"], f"{r['images_per_s']:.0f}"] for r in result["rows"]]
@@ -299,7 +325,8 @@ def main() -> None:
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study), ("study_target_randbit8", study),
                          ("clip_step", clip_step), ("study_sweep_clip", study), ("methods", methods),
-                         ("data_scale", data_scale), ("faithful", faithful), ("decode", decode)):
+                         ("data_scale", data_scale), ("faithful", faithful), ("faithful_norm", faithful_norm),
+                         ("decode", decode)):
         result = load(name)
         if result is not None:
             try:

@@ -119,6 +119,8 @@ class ModelConfig(Strict):
     proj_dim: int = Field(128, ge=1)
     lock_text: bool = Field(False, description="open_clip: freeze the text tower (as the official MCL code does)")
     lock_image: Union[int, None] = Field(None, ge=0, description="open_clip: freeze the image tower except its last N layer groups (null: train it all)")
+    norm: Literal["batch", "group"] = Field(
+        "batch", description="group: every BatchNorm (backbone and head) becomes a GroupNorm, normalisation that does not see the batch")
 
 
 class RegularizerConfig(BaseModel):

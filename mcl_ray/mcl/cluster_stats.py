@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mcl_ray.errors import ConfigError, DataError
 
@@ -58,6 +57,9 @@ def cluster_stats(
     if k is not None:
         stats["empty_clusters"] = int((histogram == 0).sum())
     if attributes:
+        # imported here: scikit-learn costs ~1 s at import, paid by every Ray worker and Tune trial process
+        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
         stats["attributes"] = {}
         for name, values in attributes.items():
             values = np.asarray(values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from mcl_ray.models.norm import batch_free
 from mcl_ray.models.registry import build_backbone, build_projector
 from mcl_ray.models.spec import ModelSpec
 
@@ -35,4 +36,5 @@ def build_encoder(spec: ModelSpec) -> Encoder:
     if spec.lock_text or spec.lock_image is not None:
         backbone.lock(text=spec.lock_text, image_unlocked_groups=spec.lock_image)
     projector, proj_dim = build_projector(spec.head, feature_dim, spec.proj_hidden_dim, spec.proj_dim)
-    return Encoder(backbone, projector, feature_dim, proj_dim)
+    encoder = Encoder(backbone, projector, feature_dim, proj_dim)
+    return batch_free(encoder) if spec.norm == "group" else encoder

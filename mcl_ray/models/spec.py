@@ -19,3 +19,11 @@ class ModelSpec:
     proj_dim: int = 128
     lock_text: bool = False  # open_clip only: a frozen text tower
     lock_image: int | None = None  # open_clip only: freeze the image tower but for its last N groups
+    norm: str = "batch"  # "group": every BatchNorm becomes a GroupNorm (models/norm.py)
+
+    def identity(self) -> dict:
+        """The fields hashed into stage keys; `norm` only when not the default, so older keys stay valid."""
+        fields = dict(self.__dict__)
+        if fields["norm"] == "batch":
+            del fields["norm"]
+        return fields

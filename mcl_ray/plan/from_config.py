@@ -338,7 +338,7 @@ def model_spec(cfg: ExperimentConfig) -> ModelSpec:
     return ModelSpec(backbone=m.backbone, image_size=cfg.data.image_size, pretrained=m.pretrained,
                      cifar_stem=m.cifar_stem, patch_size=m.patch_size, head=m.head,
                      proj_hidden_dim=m.proj_hidden_dim, proj_dim=m.proj_dim, lock_text=m.lock_text,
-                     lock_image=m.lock_image)
+                     lock_image=m.lock_image, norm=m.norm)
 
 
 def train_spec(cfg: ExperimentConfig) -> TrainSpec:

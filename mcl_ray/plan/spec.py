@@ -38,7 +38,7 @@ class StageSpec:
             "seed": self.seed,
             "data": self.data.identity(),
             "augment": self.augment.__dict__,
-            "model": self.model.__dict__,
+            "model": self.model.identity(),
             "objective": self.objective.identity(),
             "train": self.train.identity(),
             "init": self.init,
