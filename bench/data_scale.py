@@ -4,10 +4,12 @@
    memory-mapped `arrays` format (mcl_ray/data/sources/arrays.py; 1M images = 3.1 GB on disk).
 2. For each size, a Ray Train run with 2 CPU workers does what a stage's worker does with its data: load the
    split (memory-mapped), build the group batch sampler over all N, train `--steps` steps through the trainer's
-   per-batch read (`image_rows`), then the sharded embedding pass that feeds clustering (each worker embeds only
-   its 1/2 of the set, in chunks). Every worker and the driver report peak memory: VmHWM (peak resident set,
-   which counts the shared, reclaimable file pages a mapping has touched) and the peak of RssAnon (memory the
-   process owns; sampled every 50 ms), which is the figure that must not grow with N. Each size starts from a
+   per-batch read (`read_batches`, which lets go of the mapped pages every 64 batches), then the sharded
+   embedding pass that feeds clustering (each worker embeds only its 1/2 of the set, in chunks; a shard above
+   100,000 images into a memory-mapped temporary file), its k-means sample and the chunked nearest-centroid
+   assignment of the whole shard. Every worker and the driver report peak memory: VmHWM (peak resident set,
+   which also counts the shared, reclaimable file pages a mapping holds) and the peak of RssAnon (memory the
+   process owns; sampled every 50 ms); neither may grow with N. Each size starts from a
    cold page cache where the benchmark may drop it (root), as on a fresh node.
 3. Training throughput from the memory-mapped set against the same set copied into memory (today's path before
    this change), same model and batches, one process, side by side.
@@ -86,13 +88,15 @@ def worker_loop(config: dict[str, Any]) -> None:
     import torch
 
     from mcl_ray.data.augment import BatchAugment
-    from mcl_ray.data.base import image_rows
+    from mcl_ray.data.batch_reader import read_batches
     from mcl_ray.data.registry import load_dataset
     from mcl_ray.mcl.sampler import GroupBatchSampler
     from mcl_ray.models.encoder import build_encoder
     from mcl_ray.objectives.objective import build_objective
     from mcl_ray.plan.from_config import augment_spec, build_config, model_spec, objective_spec
-    from mcl_ray.train.embed import clustering_embeddings
+    from mcl_ray.mcl.clustering import assign
+    from mcl_ray.plan.artifacts import kmeans_sample
+    from mcl_ray.train.embed import clustering_embeddings, spill_dir_for
     from mcl_ray.train.optim import build_optimizer
 
     memory = PeakMemory()
@@ -109,10 +113,9 @@ def worker_loop(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(objective, cfg.train)
     augment = BatchAugment(augment_spec(cfg))
     t0 = time.perf_counter()
-    for step, idx in enumerate(sampler):
+    for step, (idx, batch) in enumerate(read_batches(data.images, sampler)):  # the trainer's read path
         if step == config["steps"]:
             break
-        batch = image_rows(data.images, torch.as_tensor(idx))
         loss = model(*objective.prepare(batch, augment))["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,12 +123,19 @@ def worker_loop(config: dict[str, Any]) -> None:
     train_s = time.perf_counter() - t0
     bounds = np.linspace(0, n, world + 1).astype(int)
     t0 = time.perf_counter()
-    shard = clustering_embeddings(encoder, data.images[bounds[rank]:bounds[rank + 1]], None, ("projector",),
-                                  augment_spec(cfg))["projector"]  # what the worker's clustering step embeds
-    embed_s = time.perf_counter() - t0
+    with spill_dir_for(bounds[rank + 1] - bounds[rank]) as spill:  # what the worker's clustering step does
+        shard = clustering_embeddings(encoder, data.images[bounds[rank]:bounds[rank + 1]], None, ("projector",),
+                                      augment_spec(cfg), spill_dir=spill)["projector"]
+        embed_s = time.perf_counter() - t0
+        sample = kmeans_sample(shard, n, cfg.mcl.kmeans_max_points, 0, rank)  # what it sends to the clustering actor
+        centroids = np.ascontiguousarray(sample[:10])  # stand-in for the actor's k-means (memory, not quality)
+        labels, _ = assign(shard, centroids, use_gpu=False)  # the chunked assignment of the whole shard
+        shard_rows = len(shard)
+        del shard
     mem = memory.stop()
     report = {"rank": rank, "n": n, "train_images_per_s": config["steps"] * len(idx) / train_s,
-              "embed_images": len(shard), "embed_images_per_s": len(shard) / embed_s, **mem}
+              "embed_images": shard_rows, "embed_images_per_s": shard_rows / embed_s,
+              "assigned": int(labels.size), **mem}
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(report))  # Ray Train keeps rank 0's report only
     ray.train.report(report)
 
@@ -164,7 +174,7 @@ def in_memory_vs_mapped(root: Path, experiment: dict[str, Any], steps: int, repe
     import torch
 
     from mcl_ray.data.augment import BatchAugment
-    from mcl_ray.data.base import image_rows
+    from mcl_ray.data.batch_reader import read_batches
     from mcl_ray.data.registry import load_dataset
     from mcl_ray.mcl.sampler import GroupBatchSampler
     from mcl_ray.models.encoder import build_encoder
@@ -175,9 +185,9 @@ def in_memory_vs_mapped(root: Path, experiment: dict[str, Any], steps: int, repe
     cfg = build_config(experiment)
     mapped = load_dataset("arrays", "train", root=root, image_size=IMAGE_SIZE).images
     copied = torch.from_numpy(np.array(mapped))  # the old path: the whole set in this process's memory
-    sources = {
-        "memory-mapped": lambda idx: image_rows(mapped, idx),
-        "in memory": lambda idx: copied[idx],
+    sources = {  # each: sampler -> (indices, batch) per step
+        "memory-mapped": lambda sampler: read_batches(mapped, sampler),  # the trainer's path (releases pages)
+        "in memory": lambda sampler: ((torch.as_tensor(idx), copied[torch.as_tensor(idx)]) for idx in sampler),
     }
     rates: dict[str, list[float]] = {k: [] for k in sources}
     for repeat in range(repeats):
@@ -189,10 +199,9 @@ def in_memory_vs_mapped(root: Path, experiment: dict[str, Any], steps: int, repe
             augment = BatchAugment(augment_spec(cfg))
             sampler = GroupBatchSampler(None, num_samples=len(mapped), global_batch_size=cfg.train.batch_size, seed=repeat)
             seen, t0 = 0, time.perf_counter()
-            for step, idx in enumerate(sampler):
+            for step, (idx, batch) in enumerate(read(sampler)):
                 if step == steps:
                     break
-                batch = read(torch.as_tensor(idx))
                 loss = objective(*objective.prepare(batch, augment))["loss"]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -252,15 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training images/s, same batches: memory-mapped {speed['images_per_s']['memory-mapped']:.0f}, "
           f"in memory {speed['images_per_s']['in memory']:.0f} -> ratio {speed['ratio_mapped_vs_in_memory']:.3f}")
     sizes = sorted(per_size)
-    growth = None
+    growth = rss_growth = None
     if len(sizes) > 1:
-        small = max(r["peak_anon_mb"] for r in per_size[sizes[0]])
-        large = max(r["peak_anon_mb"] for r in per_size[sizes[-1]])
-        growth = large / small
-        print(f"worker peak anon memory, {sizes[-1]} vs {sizes[0]} images: {growth:.3f}x")
+        peak = lambda n, field: max(r[field] for r in per_size[n])  # noqa: E731
+        growth = peak(sizes[-1], "peak_anon_mb") / peak(sizes[0], "peak_anon_mb")
+        rss_growth = peak(sizes[-1], "peak_rss_mb") / peak(sizes[0], "peak_rss_mb")
+        print(f"worker peak memory, {sizes[-1]} vs {sizes[0]} images: anon {growth:.3f}x, RSS {rss_growth:.3f}x "
+              f"(largest RSS {peak(sizes[-1], 'peak_rss_mb'):.0f} MB)")
     write_result("data_scale" if not args.quick else "data_scale-quick", {
         "settings": vars(args), "workers": rows, "driver": driver_mem, "speed": speed, "cold_page_cache": cold,
-        "worker_anon_growth_largest_vs_smallest": growth, "total_seconds": time.perf_counter() - t0,
+        "worker_anon_growth_largest_vs_smallest": growth, "worker_rss_growth_largest_vs_smallest": rss_growth,
+        "worker_peak_rss_mb_max": max(r["peak_rss_mb"] for r in rows), "total_seconds": time.perf_counter() - t0,
     })
     return 0
 

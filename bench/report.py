@@ -192,11 +192,15 @@ def data_scale(result: dict) -> str:
     return section(
         f"**Data at scale** (`python -m bench.data_scale`, {result['total_seconds'] / 60:.1f} min): memory-mapped "
         f"32-px sets, {result['settings']['workers']} Ray Train workers, each training {result['settings']['steps']} "
-        "steps through the per-batch read, then embedding its half of the set for clustering. Peak anonymous memory "
-        "is what a worker owns; peak RSS also counts the shared page-cache pages of the mapping it has read:",
+        "steps through the per-batch read, then embedding its half of the set for clustering (above 100,000 images into "
+        "a memory-mapped file), sampling and assigning it. Peak anonymous memory is what a worker owns; peak RSS also "
+        "counts the file pages it holds mapped (released every 64 batches):",
         ["images", "worker", "peak anon MB", "peak RSS MB", "train img/s", "embed img/s"], rows, result,
         f"Driver: peak anon {result['driver']['peak_anon_mb']:.0f} MB. "
-        + (f"Worker memory, largest vs smallest set: {growth:.3f}x. " if growth else "")
+        + (f"Worker memory, largest vs smallest set: anon {growth:.3f}x" if growth else "")
+        + (f", RSS {result['worker_rss_growth_largest_vs_smallest']:.3f}x (largest {result['worker_peak_rss_mb_max']:.0f} MB)"
+           if growth and result.get("worker_rss_growth_largest_vs_smallest") else "")
+        + (". " if growth else "")
         + f"Training throughput on the same batches: memory-mapped {speed['memory-mapped']:.0f} images/s vs in memory "
         f"{speed['in memory']:.0f} ({result['speed']['ratio_mapped_vs_in_memory']:.3f}x).",
     )

@@ -32,7 +32,7 @@ from mcl_ray.models.encoder import build_encoder
 from mcl_ray.plan.artifacts import kmeans_sample, publish_stage
 from mcl_ray.plan.hooks import step_recorder
 from mcl_ray.store.artifacts import ArtifactStore, load_tensors
-from mcl_ray.train.embed import clustering_embeddings, embed_sharded
+from mcl_ray.train.embed import clustering_embeddings, embed_sharded, spill_dir_for
 from mcl_ray.train.stage import OnlineProbe, StageContext, train_stage
 
 log = logging.getLogger("mcl_ray")
@@ -136,15 +136,24 @@ def _wait_for_registered_checkpoint(snapshot: Path, epoch: int, timeout_s: float
 
 def _cluster(job: dict[str, Any], spec, encoder, data, device, rank: int, world: int) -> dict | None:
     """Embed this rank's shard, send a bounded sample, assign the shard in chunks, let rank 0 commit."""
-    actor = job["actor"]
     images = data.pretrain.images
     n = len(images)
     bounds = np.linspace(0, n, world + 1).astype(int)
     start, stop = int(bounds[rank]), int(bounds[rank + 1])
     clustering = spec.clustering
     captions = None if data.pretrain.captions is None else data.pretrain.captions[start:stop]
-    embedded = clustering_embeddings(encoder, images[start:stop], captions, clustering.views, spec.augment, device=device)
-    views = [embedded[v] for v in clustering.views]
+    with spill_dir_for(stop - start) as spill:  # a large shard's embeddings live in a file, not in the worker's memory
+        embedded = clustering_embeddings(encoder, images[start:stop], captions, clustering.views, spec.augment,
+                                         device=device, spill_dir=spill)
+        views = [embedded[v] for v in clustering.views]
+        return _cluster_views(job, spec, views, n, start, device, rank, world)
+
+
+def _cluster_views(job: dict[str, Any], spec, views: list[np.ndarray], n: int, start: int, device, rank: int,
+                   world: int) -> dict | None:
+    """Send this shard's k-means sample, let rank 0 fit, assign the shard, let rank 0 commit."""
+    actor = job["actor"]
+    clustering = spec.clustering
     fault = job["fault"] or {}
     if fault.get("kill_clustering_actor") and rank == 0 and not Path(fault["marker"]).exists():
         Path(fault["marker"]).write_text("killed the clustering actor")  # test hook: the actor dies mid-run

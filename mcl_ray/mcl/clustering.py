@@ -16,6 +16,7 @@ from typing import Iterator, Literal
 import faiss
 import numpy as np
 
+from mcl_ray.data.mapped_pages import release_mapped_pages
 from mcl_ray.errors import ConfigError, DataError
 
 
@@ -206,6 +207,7 @@ def _assign_chunks(
         dist, idx = index.search(_prepare(embeddings[start:stop], normalize), 1)
         labels[start:stop] = idx[:, 0]
         sq_dists[start:stop] = np.maximum(dist[:, 0], 0.0)
+        release_mapped_pages(embeddings)  # a spilled shard (memory-mapped): keep what was read out of RSS
     return labels, sq_dists
 
 

@@ -236,13 +236,13 @@ def plan_summary(sampler: GroupBatchSampler, epoch: int, loss_groups: np.ndarray
     for batch in batches:
         _, inverse, counts = np.unique(mask_groups[batch], return_inverse=True, return_counts=True)
         few += int((2 * counts[inverse] - 2 < FEW_NEGATIVES).sum())
-    groups_per_batch = [np.unique(sampler.group_codes[batch]).size for batch in batches]
+    groups_per_batch = [np.unique(mask_groups[batch]).size for batch in batches]
     sizes = [batch.size for batch in batches]
     mixed_sizes = [size for size, n_groups in zip(sizes, groups_per_batch) if n_groups > 1]
     samples_in_mixed = int(sum(mixed_sizes))
     return {
         "num_samples": sampler.num_samples,
-        "num_groups": sampler.num_groups,
+        "num_groups": int(np.unique(mask_groups).size),  # the loss's groups (random batches: not the sampler's 1)
         "num_batches": len(batches),
         "pure_batches": len(batches) - len(mixed_sizes),
         "mixed_batches": len(mixed_sizes),

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 import torch
 
 from mcl_ray.data.augment import AugmentSpec, normalize_batch
 from mcl_ray.data.batch_reader import read_batches
+from mcl_ray.data.mapped_pages import RELEASE_EVERY, release_mapped_pages
 
 
 @torch.no_grad()
@@ -20,13 +26,16 @@ def embed_images(
     keep: tuple[str, ...] = ("backbone", "projector"),
     workers: int = 2,
     rows: slice | None = None,
+    spill_dir: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
     """Return {'backbone': [N, F], 'projector': [N, D]} float32 arrays (eval mode, no grad), only those in `keep`.
 
     Reads `images` (in memory or memory-mapped) one batch at a time and writes into preallocated outputs, so the
     peak is the outputs themselves: no per-batch list to concatenate, nothing kept that the caller drops. Sets
     decoded on read are decoded by `workers` DataLoader processes ahead of the forward passes. `rows`: embed only
-    that contiguous range (a worker's share of a sharded pass); the outputs then have its length."""
+    that contiguous range (a worker's share of a sharded pass); the outputs then have its length. `spill_dir`: the
+    outputs are `.npy` files there, memory-mapped, so their pages belong to the file, not the process: the OS
+    writes them out and evicts them under pressure, and the process's own memory does not grow with N."""
     was_training = encoder.training
     encoder.eval()
     out: dict[str, np.ndarray] = {}
@@ -40,8 +49,13 @@ def embed_images(
         for name, value in (("backbone", h), ("projector", z)):
             if name in keep:
                 if name not in out:
-                    out[name] = np.empty((max(stop - first, 0), value.shape[1]), np.float32)
+                    shape = (max(stop - first, 0), value.shape[1])
+                    out[name] = (np.empty(shape, np.float32) if spill_dir is None else
+                                 np.lib.format.open_memmap(Path(spill_dir) / f"{name}.npy", "w+", np.float32, shape))
                 out[name][start:start + len(value)] = value.float().cpu().numpy()
+        if spill_dir is not None and (start // batch_size + 1) % RELEASE_EVERY == 0:
+            for array in out.values():  # written pages stay in the file (and page cache), not in this process
+                release_mapped_pages(array)
     encoder.train(was_training)
     return out
 
@@ -60,12 +74,26 @@ def embed_texts(towers: torch.nn.Module, texts: list[str], *, device: torch.devi
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+SPILL_ROWS = 100_000  # a clustering shard above this many images keeps its embeddings in a file, not in memory
+
+
+@contextlib.contextmanager
+def spill_dir_for(rows: int, threshold: int = SPILL_ROWS) -> Iterator[Path | None]:
+    """A temporary directory for a large shard's embeddings (removed afterwards), or None for a small one."""
+    if rows <= threshold:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="mcl-embeddings-") as path:
+        yield Path(path)
+
+
 def clustering_embeddings(encoder: torch.nn.Module, images: np.ndarray, captions: list[str] | None,
-                          views: tuple[str, ...], spec: AugmentSpec, *, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+                          views: tuple[str, ...], spec: AugmentSpec, *, device: torch.device | str = "cpu",
+                          spill_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """What a clustering step reads: the image embeddings ('backbone', 'projector'), and for the views 'text'
-    the captions' embeddings by the model's text tower."""
+    the captions' embeddings by the model's text tower. spill_dir: see embed_images."""
     image_views = tuple(v for v in views if v != "text")
-    out = embed_images(encoder, images, spec, device=device, keep=image_views) if image_views else {}
+    out = embed_images(encoder, images, spec, device=device, keep=image_views, spill_dir=spill_dir) if image_views else {}
     if "text" in views:
         out["text"] = embed_texts(encoder.backbone, list(captions), device=device)
     return out

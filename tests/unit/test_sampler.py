@@ -312,3 +312,14 @@ def test_plan_summary_counts_anchors_with_few_negatives():
     random_batches = GroupBatchSampler(None, num_samples=36, global_batch_size=36, shuffle=False)
     assert plan_summary(random_batches, 0)["few_negatives_fraction"] == 0.0  # no groups: 70 negatives each
     assert plan_summary(random_batches, 0, loss_groups=groups)["few_negatives_fraction"] == 6 / 36
+
+
+def test_plan_summary_of_random_batches_counts_the_loss_groups():
+    """Random batches + group mask: the summary describes the loss's groups (the sampler itself has one)."""
+    groups = np.repeat([0, 1, 2], [40, 30, 30])
+    sampler = GroupBatchSampler(None, num_samples=groups.size, global_batch_size=20, seed=0)
+    summary = plan_summary(sampler, 0, loss_groups=groups)
+    plan = sampler.global_batches(0)
+    assert summary["num_groups"] == 3
+    assert summary["mixed_batches"] == sum(len(set(groups[b].tolist())) > 1 for b in plan) > 0
+    assert plan_summary(sampler, 0)["num_groups"] == 1  # without the loss's groups: one group, nothing mixed
