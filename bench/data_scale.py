@@ -4,7 +4,7 @@
    memory-mapped `arrays` format (mcl_ray/data/sources/arrays.py; 1M images = 3.1 GB on disk).
 2. For each size, a Ray Train run with 2 CPU workers does what a stage's worker does with its data: load the
    split (memory-mapped), build the group batch sampler over all N, train `--steps` steps through the trainer's
-   per-batch read (`read_batches`, which lets go of the mapped pages every 64 batches), then the sharded
+   per-batch read (`read_batches`, which lets go of the mapped pages after every batch), then the sharded
    embedding pass that feeds clustering (each worker embeds only its 1/2 of the set, in chunks; a shard above
    100,000 images into a memory-mapped temporary file), its k-means sample and the chunked nearest-centroid
    assignment of the whole shard. Every worker and the driver report peak memory: VmHWM (peak resident set,
@@ -53,10 +53,12 @@ def make_set(root: Path, n: int, test_n: int = 1000) -> Path:
 
 
 class PeakMemory:
-    """Peak RssAnon (sampled) and VmHWM of this process, from /proc/self/status."""
+    """Peaks of RssAnon, RssFile and RssShmem (sampled) and VmHWM of this process, from /proc/self/status."""
+
+    FIELDS = ("RssAnon", "RssFile", "RssShmem")
 
     def __init__(self, every_s: float = 0.05):
-        self.peak_anon_mb, self._stop = 0.0, threading.Event()
+        self.peaks, self._stop = dict.fromkeys(self.FIELDS, 0.0), threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
         self._thread.start()
 
@@ -66,20 +68,27 @@ class PeakMemory:
         with open("/proc/self/status") as fh:
             for line in fh:
                 key, _, rest = line.partition(":")
-                if key in ("VmHWM", "RssAnon", "RssFile"):
+                if key in ("VmHWM", *PeakMemory.FIELDS):
                     out[key] = int(rest.split()[0]) / 1024  # kB -> MB
         return out
 
+    def _sample(self) -> dict[str, float]:
+        now = self.status()
+        for key in self.FIELDS:
+            self.peaks[key] = max(self.peaks[key], now.get(key, 0.0))
+        return now
+
     def _run(self, every_s: float) -> None:
         while not self._stop.is_set():
-            self.peak_anon_mb = max(self.peak_anon_mb, self.status()["RssAnon"])
+            self._sample()
             time.sleep(every_s)
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
-        now = self.status()
-        return {"peak_anon_mb": max(self.peak_anon_mb, now["RssAnon"]), "peak_rss_mb": now["VmHWM"]}
+        now = self._sample()
+        return {"peak_anon_mb": self.peaks["RssAnon"], "peak_file_mb": self.peaks["RssFile"],
+                "peak_shmem_mb": self.peaks["RssShmem"], "peak_rss_mb": now["VmHWM"]}
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -250,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             per_size[n] = ray_run(folder, experiment, args.steps, args.workers)
             for report in per_size[n]:
                 rows.append({"images": n, "rank": report["rank"], "peak_anon_mb": report["peak_anon_mb"],
+                             "peak_file_mb": report["peak_file_mb"], "peak_shmem_mb": report["peak_shmem_mb"],
                              "peak_rss_mb": report["peak_rss_mb"], "train_img_s": report["train_images_per_s"],
                              "embed_img_s": report["embed_images_per_s"]})
     finally:

@@ -1,7 +1,7 @@
 """Batches of uint8 images for training and embedding passes, read ahead where reading is the slow part.
 
 In-memory and memory-mapped sets are read in the training process (a memory copy of the batch's rows: worker
-processes would only add a round trip); a mapped set's pages are let go every 64 batches (data/mapped_pages.py). Sets decoded on read (`FileImages`) are decoded by torch DataLoader
+processes would only add a round trip); a mapped set's pages are let go after every batch (data/mapped_pages.py). Sets decoded on read (`FileImages`) are decoded by torch DataLoader
 worker processes, a whole batch per task, `prefetch` batches ahead, into pinned memory when the batches go to
 a GPU, so JPEG decoding overlaps the step. The order of batches is the caller's, so every rank still reads
 exactly its slice of each global batch.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mcl_ray.data.base import image_rows
-from mcl_ray.data.mapped_pages import RELEASE_EVERY, release_mapped_pages
+from mcl_ray.data.mapped_pages import release_mapped_pages
 
 
 class _BatchTasks(torch.utils.data.Dataset):
@@ -36,12 +36,11 @@ def read_batches(images, batches: Iterable, *, workers: int = 2, pin_memory: boo
                  prefetch: int = 4) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(indices int64 [B], images uint8 [B, S, S, 3]) for each batch of row indices (or slices), in order."""
     if workers <= 0 or not getattr(images, "decodes_on_read", False):
-        for count, rows in enumerate(batches, 1):
+        for rows in batches:
             index = _as_index(rows)
-            yield index, image_rows(images, index)
-            if count % RELEASE_EVERY == 0:  # a memory-mapped set: keep its pages out of this process's RSS
-                release_mapped_pages(images)
-        release_mapped_pages(images)
+            batch = image_rows(images, index)
+            release_mapped_pages(images)  # a memory-mapped set: its pages stay out of this process's RSS
+            yield index, batch
         return
     plan = [_as_index(rows).numpy() for rows in batches]
     loader = torch.utils.data.DataLoader(

@@ -5,13 +5,18 @@ file, is shared by all workers on the node and can be reclaimed by the OS at any
 1M-image set each worker's RSS would be the size of the file. Dropping the mapping's pages from the process now
 and then (`madvise(MADV_DONTNEED)` on the read-only shared mapping: nothing is lost, the next read maps the page
 again from the page cache, a minor fault) keeps a worker's RSS to what it really holds.
+
+How often: a read maps more than the row it asked for (fault-around, and large page-cache folios on recent
+kernels): measured here, a random 3 KB row mapped about 0.5 MB, so 20 training batches of 128 random rows added
+1.2 GB to RSS. Releasing after every batch keeps it flat at about 3 ms per such batch (the unmapping work
+is proportional to what was mapped, so releasing less often saves nothing).
 """
 
 from __future__ import annotations
 
 import mmap
 
-RELEASE_EVERY = 64  # batches between releases: at 256 rows of 3 KB, about 50 MB of pages at most
+RELEASE_EVERY = 64  # batches between releases of an output being written sequentially (spilled embeddings)
 
 
 def release_mapped_pages(images) -> bool:

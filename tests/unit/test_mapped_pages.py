@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mcl_ray.data.batch_reader import read_batches
-from mcl_ray.data.mapped_pages import RELEASE_EVERY, release_mapped_pages
+from mcl_ray.data.mapped_pages import release_mapped_pages
 
 
 def _resident_mb() -> float:
@@ -30,16 +30,16 @@ def _mapped(tmp_path, rows: int) -> np.memmap:
 def test_reading_every_row_keeps_the_mapping_out_of_rss_and_the_values_intact(tmp_path):
     images = _mapped(tmp_path, 40_000)  # 117 MiB
     before = _resident_mb()
-    batches = [np.arange(s, min(s + 256, len(images))) for s in range(0, len(images), 256)]
+    order = np.random.default_rng(0).permutation(len(images))  # random rows, as training reads them
+    batches = [order[s:s + 256] for s in range(0, len(images), 256)]
     peak, total = before, 0
     for count, (index, batch) in enumerate(read_batches(images, batches), 1):
         assert torch.equal(batch[:, 0, 0, 0], (index % 251).to(torch.uint8))
         total += len(index)
         peak = max(peak, _resident_mb())
-    assert total == len(images) and len(batches) > RELEASE_EVERY
-    # without releases the whole 117 MiB file would be resident; with them at most ~64 batches' worth (48 MiB)
-    assert peak - before < 70, (before, peak)
-    assert _resident_mb() - before < 10  # released at the end too
+    assert total == len(images)
+    # without releases the whole 117 MiB file ends up resident (random rows map far more than their 3 KB)
+    assert peak - before < 30, (before, peak)
 
 
 def test_only_shared_mappings_are_released(tmp_path):
