@@ -94,6 +94,9 @@ def image_rows(images: np.ndarray, index) -> "torch.Tensor":
     array as a uint8 tensor of their own: only those rows are read, so a worker never copies the whole set."""
     import torch
 
+    from mcl_ray.data.mapped_pages import read_rows
+
     if isinstance(index, torch.Tensor):
         index = index.numpy()
-    return torch.from_numpy(np.array(images[index], copy=True))
+    rows = read_rows(images, index) if not isinstance(index, slice) else None  # a mapped set: pread, nothing mapped
+    return torch.from_numpy(rows if rows is not None else np.array(images[index], copy=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mcl_ray.data.batch_reader import read_batches
@@ -50,3 +51,33 @@ def test_only_shared_mappings_are_released(tmp_path):
     private = np.load(tmp_path / "images.npy", mmap_mode="c")
     private[0] = 7
     assert release_mapped_pages(private) is False and private[0, 0, 0, 0] == 7  # copy-on-write changes kept
+
+
+def test_read_rows_equals_indexing_for_random_runs_slices_and_negative_rows(tmp_path):
+    from mcl_ray.data.mapped_pages import read_rows
+
+    images = _mapped(tmp_path, 5000)
+    rng = np.random.default_rng(1)
+    for view in (images, images[1234:4321]):  # a slice keeps its parent's offset attribute: the file offset must not
+        n = len(view)
+        cases = [rng.choice(n, 300, replace=False), np.arange(17, 529), np.array([n - 1, 0, -1, -n]), np.array([], int)]
+        for index in cases:
+            got = read_rows(view, index)
+            np.testing.assert_array_equal(got, np.asarray(view)[index])
+            assert got.flags.owndata and not isinstance(got, np.memmap)
+    with pytest.raises(IndexError, match="images.npy"):
+        read_rows(images, np.array([5000]))
+    assert read_rows(np.array(images), np.arange(3)) is None  # in memory: the caller indexes it
+    assert read_rows(np.load(tmp_path / "images.npy", mmap_mode="c"), np.arange(3)) is None  # copy-on-write
+
+
+def test_image_rows_of_a_mapped_set_maps_nothing(tmp_path):
+    from mcl_ray.data.base import image_rows
+
+    images = _mapped(tmp_path, 40_000)
+    before = _resident_mb()
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(images)))
+    for start in range(0, len(images), 256):
+        idx = order[start:start + 256]
+        assert torch.equal(image_rows(images, idx)[:, 0, 0, 0], (idx % 251).to(torch.uint8))
+    assert _resident_mb() - before < 10
