@@ -4,7 +4,7 @@
    memory-mapped `arrays` format (mcl_ray/data/sources/arrays.py; 1M images = 3.1 GB on disk).
 2. For each size, a Ray Train run with 2 CPU workers does what a stage's worker does with its data: load the
    split (memory-mapped), build the group batch sampler over all N, train `--steps` steps through the trainer's
-   per-batch read (`read_batches`, which lets go of the mapped pages after every batch), then the sharded
+   per-batch read (`read_batches`: rows read with pread, nothing mapped), then the sharded
    embedding pass that feeds clustering (each worker embeds only its 1/2 of the set, in chunks; a shard above
    100,000 images into a memory-mapped temporary file), its k-means sample and the chunked nearest-centroid
    assignment of the whole shard. Every worker and the driver report peak memory: VmHWM (peak resident set,

@@ -194,7 +194,7 @@ def data_scale(result: dict) -> str:
         f"32-px sets, {result['settings']['workers']} Ray Train workers, each training {result['settings']['steps']} "
         "steps through the per-batch read, then embedding its half of the set for clustering (above 100,000 images into "
         "a memory-mapped file), sampling and assigning it. Peak anonymous memory is what a worker owns; peak RSS also "
-        "counts the file pages it holds mapped (released after every batch):",
+        "counts the file pages it holds mapped (rows are read with pread, so the set's pages are not among them):",
         ["images", "worker", "peak anon MB", "peak RSS MB", "train img/s", "embed img/s"], rows, result,
         f"Driver: peak anon {result['driver']['peak_anon_mb']:.0f} MB. "
         + (f"Worker memory, largest vs smallest set: anon {growth:.3f}x" if growth else "")

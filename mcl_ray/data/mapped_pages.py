@@ -43,9 +43,12 @@ def read_rows(images, index: np.ndarray) -> np.ndarray | None:
     (an embedding pass's batch) is one read."""
     mapping = getattr(images, "_mmap", None)
     if (mapping is None or getattr(images, "mode", None) != "r" or not getattr(images, "filename", None)
-            or images.ndim < 1 or not images.flags.c_contiguous):
-        return None
-    index = np.asarray(index, dtype=np.int64).reshape(-1)
+            or images.ndim < 1 or not images.flags.c_contiguous or not hasattr(os, "preadv")):
+        return None  # not a read-only mapped array (or no preadv on this platform): index it as usual
+    index = np.asarray(index)
+    if index.ndim != 1 or not (np.issubdtype(index.dtype, np.integer) or index.size == 0):
+        return None  # a scalar, a mask or a nested index: plain indexing knows what it means
+    index = index.astype(np.int64, copy=False)
     n = len(images)
     if index.size and (index.min() < -n or index.max() >= n):
         raise IndexError(f"row index out of range for {n} rows in {images.filename}")

@@ -68,6 +68,7 @@ def test_read_rows_equals_indexing_for_random_runs_slices_and_negative_rows(tmp_
     with pytest.raises(IndexError, match="images.npy"):
         read_rows(images, np.array([5000]))
     assert read_rows(np.array(images), np.arange(3)) is None  # in memory: the caller indexes it
+    assert read_rows(images, np.ones(len(images), bool)) is None and read_rows(images, np.int64(3)) is None
     assert read_rows(np.load(tmp_path / "images.npy", mmap_mode="c"), np.arange(3)) is None  # copy-on-write
 
 
