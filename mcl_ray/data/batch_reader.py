@@ -2,10 +2,10 @@
 
 In-memory and memory-mapped sets are read in the training process (a memory copy of the batch's rows: worker
 processes would only add a round trip); a mapped set's rows are read with pread and any page mapped anyway is
-let go after every batch (data/mapped_pages.py), so the file never counts in this process's memory. Sets decoded on read (`FileImages`) are decoded by torch DataLoader
-worker processes, a whole batch per task, `prefetch` batches ahead, into pinned memory when the batches go to
-a GPU, so JPEG decoding overlaps the step. The order of batches is the caller's, so every rank still reads
-exactly its slice of each global batch.
+let go after every batch (data/mapped_pages.py), so the file never counts in this process's memory. Sets decoded
+on read (`FileImages`) are decoded by torch DataLoader worker processes, a whole batch per task, `prefetch`
+batches ahead, into pinned memory when the batches go to a GPU, so JPEG decoding overlaps the step. The order of
+batches is the caller's, so every rank still reads exactly its slice of each global batch.
 """
 
 from __future__ import annotations
