@@ -39,8 +39,16 @@ def load_experiment_data(data: DataSpec) -> ExperimentData:
                           test=evaluation_subset(test, cap, data.seed + 1, "test"))
 
 
+LARGE_EVALUATION = 200_000  # uncapped probe/test sets above this many images get a warning
+
+
 def evaluation_subset(images: ImageSet, cap: int | None, seed: int, role: str) -> ImageSet:
-    """A seeded subsample of at most `cap` images for evaluation (eval.max_samples), said in the log."""
+    """A seeded subsample of at most `cap` images for evaluation (eval.max_samples), said in the log. Without a cap
+    a huge set is evaluated whole, and rank 0 receives all of its embeddings: say so, with the option that bounds it."""
+    if cap is None and len(images) > LARGE_EVALUATION:
+        log.warning("evaluation: the %s set has %d images and eval.max_samples is null, so rank 0 will hold the "
+                    "embeddings of all of them (kNN, linear probe); set eval.max_samples (e.g. 100000) to evaluate a "
+                    "seeded subsample", role, len(images))
     if cap is None or len(images) <= cap:
         return images
     rows = np.sort(np.random.default_rng(seed).choice(len(images), size=cap, replace=False))

@@ -37,3 +37,18 @@ def test_the_cap_is_in_the_stage_key_only_when_set(tmp_path):
     plain = stage_specs(_cfg(tmp_path))[0].identity()
     assert "eval_samples" not in plain["data"]  # keys made before the option existed stay valid
     assert stage_specs(_cfg(tmp_path, max_samples=25))[0].identity() != plain  # stored embeddings cover other rows
+
+
+def test_a_huge_uncapped_set_is_warned_about_naming_the_option(tmp_path, caplog, monkeypatch):
+    import mcl_ray.data.experiment_data as experiment_data
+
+    monkeypatch.setattr(experiment_data, "LARGE_EVALUATION", 50)
+    with caplog.at_level(logging.WARNING):
+        data = load_experiment_data(data_spec(_cfg(tmp_path)))
+    assert len(data.probe) == 60  # evaluated whole, as asked
+    assert "probe set has 60 images and eval.max_samples is null" in caplog.text
+    assert "test set" not in caplog.text  # 40 images: below the threshold
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_experiment_data(data_spec(_cfg(tmp_path, max_samples=30)))
+    assert "is null" not in caplog.text
