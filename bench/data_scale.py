@@ -195,7 +195,7 @@ def in_memory_vs_mapped(root: Path, experiment: dict[str, Any], steps: int, repe
     mapped = load_dataset("arrays", "train", root=root, image_size=IMAGE_SIZE).images
     copied = torch.from_numpy(np.array(mapped))  # the old path: the whole set in this process's memory
     sources = {  # each: sampler -> (indices, batch) per step
-        "memory-mapped": lambda sampler: read_batches(mapped, sampler),  # the trainer's path (releases pages)
+        "memory-mapped": lambda sampler: read_batches(mapped, sampler),  # the trainer's path (pread)
         "in memory": lambda sampler: ((torch.as_tensor(idx), copied[torch.as_tensor(idx)]) for idx in sampler),
     }
     rates: dict[str, list[float]] = {k: [] for k in sources}

@@ -1,11 +1,11 @@
 """Batches of uint8 images for training and embedding passes, read ahead where reading is the slow part.
 
 In-memory and memory-mapped sets are read in the training process (a memory copy of the batch's rows: worker
-processes would only add a round trip); a mapped set's rows are read with pread and any page mapped anyway is
-let go after every batch (data/mapped_pages.py), so the file never counts in this process's memory. Sets decoded
-on read (`FileImages`) are decoded by torch DataLoader worker processes, a whole batch per task, `prefetch`
-batches ahead, into pinned memory when the batches go to a GPU, so JPEG decoding overlaps the step. The order of
-batches is the caller's, so every rank still reads exactly its slice of each global batch.
+processes would only add a round trip); a mapped set's rows are read with pread (data/mapped_pages.py), so
+the file never counts in this process's memory. Sets decoded on read (`FileImages`) are decoded by torch DataLoader
+worker processes, a whole batch per task, `prefetch` batches ahead, into pinned memory when the batches go to a
+GPU, so JPEG decoding overlaps the step. The order of batches is the caller's, so every rank still reads exactly
+its slice of each global batch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from mcl_ray.data.base import image_rows
-from mcl_ray.data.mapped_pages import release_mapped_pages
 
 
 class _BatchTasks(torch.utils.data.Dataset):
@@ -39,9 +38,7 @@ def read_batches(images, batches: Iterable, *, workers: int = 2, pin_memory: boo
     if workers <= 0 or not getattr(images, "decodes_on_read", False):
         for rows in batches:
             index = _as_index(rows)
-            batch = image_rows(images, index)
-            release_mapped_pages(images)  # a memory-mapped set: its pages stay out of this process's RSS
-            yield index, batch
+            yield index, image_rows(images, index)  # a memory-mapped set: read with pread, nothing mapped
         return
     plan = [_as_index(rows).numpy() for rows in batches]
     loader = torch.utils.data.DataLoader(

@@ -9,7 +9,7 @@ mapped about 0.5 MB, so 20 training batches of 128 random rows added 1.2 GB to a
   and for random rows it is also the fastest way (see its docstring). `data.base.image_rows` uses it.
 * `release_mapped_pages`: `madvise(MADV_DONTNEED)` on the read-only shared mapping drops what was mapped
   (nothing is lost: the next read maps the page again from the page cache), for arrays read through the mapping
-  (the reader after every batch, the spilled embeddings being written and assigned).
+  (the spilled clustering embeddings, while they are written and assigned).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_reading_every_row_keeps_the_mapping_out_of_rss_and_the_values_intact(tm
         total += len(index)
         peak = max(peak, _resident_mb())
     assert total == len(images)
-    # without releases the whole 117 MiB file ends up resident (random rows map far more than their 3 KB)
+    # read through the mapping, the whole 117 MiB file would end up resident (random rows map far more than 3 KB)
     assert peak - before < 30, (before, peak)
 
 
