@@ -14,6 +14,8 @@ once per epoch, not per step).
 
     python -m bench.methods             # full run, 2 seeds (about 20 min on a 2-core CPU)
     python -m bench.methods --quick     # smoke run (not a result)
+    python -m bench.methods --step-only --backbone resnet18 --name methods_steps_resnet18
+                                        # step costs only, on another backbone (no training runs)
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="runs/bench-methods")
     p.add_argument("--name", default="methods")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (not a result)")
+    p.add_argument("--step-only", action="store_true", help="only the step costs (e.g. on a larger --backbone)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -198,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_experiment_data(data_spec(make_config(args, "simclr", 0)))
     costs = step_costs(args, data)
     print(format_table(costs))
+    if args.step_only:
+        path = write_result(args.name, {"settings": {k: v for k, v in vars(args).items() if k != "verbose"},
+                                        "step_costs": costs, "total_seconds": time.perf_counter() - t0})
+        print(f"wrote {path}")
+        return 0
     runs = []
     for seed in args.seeds:
         for base in args.bases:

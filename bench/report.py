@@ -132,8 +132,10 @@ def study(result: dict) -> str:
     notes = []
     if verdict:
         arms = ", ".join(result["settings"].get("arms", []))
-        notes.append(f"Verdict against the controls (arms {arms}; each arm's winner rerun with "
-                     f"{result['settings'].get('confirm_seeds', 0)} fresh seeds):\n\n"
+        seeds = result["settings"].get("confirm_seeds", 0)
+        how = (f"one trial per arm, rerun so each arm has {seeds} seeds" if result["settings"].get("samples") == 1
+               else f"each arm's winner rerun with {seeds} fresh seeds")
+        notes.append(f"Verdict against the controls (arms {arms}; {how}):\n\n"
                      + "\n".join(f"* {s}" for s in verdict["sentences"]))
     return section(
         f"**Local study `{result['command']}`** ({result['wall_s'] / 60:.1f} min, {len(rows)} MCL trials, "

@@ -77,11 +77,13 @@ def local_cpus_needed(cfg: ExperimentConfig, trials: int = 1, trial_cpus: float 
     return max(os.cpu_count() or 1, math.ceil(per_run * trials))
 
 
-def ensure_ray(address: str | None, *, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
+def ensure_ray(address: str | None, *, num_cpus: int | None = None, log_to_driver: bool = True,
+               resources: dict[str, float] | None = None) -> bool:
     """Join `address`, else a cluster running on this machine, else start a local instance (returns True then).
 
     Ray resources are logical: on a small machine we declare at least what one run needs, so the Train
-    placement group and the clustering actor can all be scheduled (the OS shares the real cores).
+    placement group and the clustering actor can all be scheduled (the OS shares the real cores). `resources`:
+    custom resources of a local instance (a study declares its trial slots there).
     """
     if ray.is_initialized():
         return False
@@ -97,7 +99,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, log_to_drive
     # One machine has no spot preemption to watch for; without the watcher a Train run keeps one process fewer
     # beside its workers, and its start no longer logs an error line (ray-project/ray#53727).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver)
+    ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver, resources=resources)
     make_private(Path.home() / ".ray" / "auth_token")
     return True
 

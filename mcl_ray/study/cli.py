@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,9 +42,10 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
 
         from mcl_ray.engine.runtime import ensure_ray, local_cpus_needed
         from mcl_ray.study.config import load_study
+        from mcl_ray.study.arms import STUDY_TRIAL_SLOTS, run_arms, trial_slots
         from mcl_ray.study.report import report
-        from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY
-        from mcl_ray.study.tuner import build_tuner, confirm_tuner
+        from mcl_ray.study.tuner import arm_path, registered_trainable, start_or_resume, storage_uri
+        from mcl_ray.store.artifacts import ArtifactStore
 
         overrides = list(args.overrides)
         if args.samples is not None:
@@ -59,24 +61,34 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         study = load_study(args.config, profile, overrides)  # every field checked before a local Ray starts
         if not ray.is_initialized():
             base = study.base_experiment()
-            ensure_ray(None, num_cpus=local_cpus_needed(base, trials=study.study.max_concurrent or 1, trial_cpus=study.study.trial_cpus),
-                       log_to_driver=args.verbose)
+            trials = study.study.max_concurrent or 1
+            ensure_ray(None, num_cpus=local_cpus_needed(base, trials=trials, trial_cpus=study.study.trial_cpus),
+                       log_to_driver=args.verbose, resources={STUDY_TRIAL_SLOTS: trials})
         s = study.study
         if not args.verbose:  # Tune's heading (its results folder and a TensorBoard hint for its own driver folder,
             os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # not the study's) comes from its new output engine
+        parallel = trial_slots()  # arms at a time: as many as trials fit (0: the cluster declares no slots)
+        for arm in s.arms:  # a rerun without --resume fails here, before any arm starts
+            start_or_resume(ArtifactStore(storage_uri(study)).uri(arm_path(study, arm)), args.resume, s.name)
         print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, metric {s.metric}"
-              + (f", winners confirmed with {s.confirm_seeds} fresh seeds" if s.confirm_seeds else ""))
-        errors, study_dir = [], None
-        for arm in s.arms:
-            results = build_tuner(study, resume=args.resume, arm=arm, verbose=args.verbose).fit()
-            errors += [r for r in results if r.error]
-            if arm == "mcl":
-                study_dir = Path(results.experiment_path) if "://" not in results.experiment_path else None
-            if s.confirm_seeds:
-                best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
-                params = {k: v for k, v in best.config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
-                confirmed = confirm_tuner(study, arm, params, resume=args.resume, verbose=args.verbose).fit()
-                errors += [r for r in confirmed if r.error]
+              + (f", verdict over {s.confirm_seeds} seeds (" + (f"each arm's trial + {s.confirm_seeds - 1} rerun(s))"
+                 if s.samples == 1 else f"each arm's best rerun with {s.confirm_seeds} fresh seeds)") if s.confirm_seeds else "")
+              + (f"; {min(parallel, len(s.arms))} arms side by side, {parallel} trials at a time"
+                 if parallel > 1 and len(s.arms) > 1 else ""))
+        try:
+            trainable = registered_trainable(study)  # once, here: Tune's registry is not thread-safe
+            outcomes = run_arms(s.arms, lambda arm: run_arm(study, arm, trainable, args.resume, args.verbose), parallel)
+        except KeyboardInterrupt:
+            outcomes = None
+        if outcomes is None or any(o.interrupted for o in outcomes.values()):
+            print(f"study {s.name} interrupted: finished trials, stages and epochs are kept. Resume with:\n  "
+                  + resume_command(argv), file=sys.stderr)
+            if outcomes is None:  # Ctrl-C with arms in threads: end their trials now (the stage cache keeps the work)
+                ray.shutdown()
+            return 130
+        errors = [e for o in outcomes.values() for e in o.errors]
+        mcl = outcomes.get("mcl")
+        study_dir = Path(mcl.experiment_path) if mcl and mcl.experiment_path and "://" not in mcl.experiment_path else None
         if study_dir is not None:
             text, plots = report([str(study_dir)], study.study.metric, study.study.mode)
             print(text)
@@ -89,3 +101,35 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
     except MCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def run_arm(study, arm: str, trainable: str, resume: bool, verbose: bool):
+    """One arm: its seeded search, then its winner rerun with the confirmation seeds."""
+    from mcl_ray.study.arms import ArmOutcome
+    from mcl_ray.study.trainable import EXPERIMENT_KEY, STUDY_KEY
+    from mcl_ray.study.tuner import build_tuner, confirm_tuner, confirmation_seeds
+
+    s = study.study
+    results = build_tuner(study, resume=resume, arm=arm, verbose=verbose, trainable=trainable).fit()
+    outcome = ArmOutcome(errors=[r for r in results if r.error], experiment_path=results.experiment_path,
+                         interrupted=unfinished(results, s.samples))
+    seeds = confirmation_seeds(study)
+    if seeds and not outcome.interrupted:
+        best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
+        params = {k: v for k, v in best.config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
+        confirmed = confirm_tuner(study, arm, params, resume=resume, verbose=verbose, trainable=trainable).fit()
+        outcome.errors += [r for r in confirmed if r.error]
+        outcome.interrupted = unfinished(confirmed, len(seeds))
+    return outcome
+
+
+def unfinished(results, expected: int) -> bool:
+    """True when a Tune run ended with trials neither finished nor failed (Tune caught Ctrl-C and saved them)."""
+    return len(results) < expected or results.num_terminated + results.num_errors < len(results)
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that was run, with --resume."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", sys.argv[0], *args,
+                       *([] if "--resume" in args else ["--resume"])])

@@ -30,6 +30,7 @@ class Trial:
     trial_id: str
     params: dict[str, Any]
     stages: list[dict[str, Any]] = field(default_factory=list)  # one reported row per finished stage
+    seed: int | None = None  # the experiment seed the trial ran with
 
     @property
     def label(self) -> str:
@@ -64,10 +65,12 @@ def load_trials(study_dir: str | Path) -> tuple[list[Trial], dict[str, Any]]:
     for result in sorted(root.glob("*/result.json")):
         rows = [r for r in _read_lines(result) if "stage" in r]
         params_file = result.parent / "params.json"
-        params = json.loads(params_file.read_text()) if params_file.is_file() else {}
-        params = {k: v for k, v in params.items() if k not in HIDDEN}
+        raw = json.loads(params_file.read_text()) if params_file.is_file() else {}
+        params = {k: v for k, v in raw.items() if k not in HIDDEN}
+        seed = raw.get("seed", (raw.get("experiment") or {}).get("seed"))
         trial_id = rows[0]["trial_id"] if rows else result.parent.name
-        trials.append(Trial(study=root.name, trial_id=trial_id, params=params, stages=rows))
+        trials.append(Trial(study=root.name, trial_id=trial_id, params=params, stages=rows,
+                            seed=int(seed) if isinstance(seed, (int, float)) else None))
     if not trials:
         raise ConfigError(f"report: no trials (*/result.json) under {root}")
     return trials, settings

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import ray
 import yaml
 from ray import tune
+from ray.tune.experiment import Experiment
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -25,6 +26,7 @@ from mcl_ray.config.schema import ExperimentConfig
 from mcl_ray.engine.runtime import plan_resources
 from mcl_ray.errors import ConfigError
 from mcl_ray.store.artifacts import ArtifactStore
+from mcl_ray.study.arms import STUDY_TRIAL_SLOTS, trial_slots
 from mcl_ray.study.config import StudyConfig
 from mcl_ray.study.console import StudyConsole
 from mcl_ray.study.spaces import build_space
@@ -88,14 +90,25 @@ def arm_path(study: StudyConfig, arm: str, confirm: bool = False) -> str:
 
 def trainable_with_resources(study: StudyConfig, cluster_gpus: float | None = None) -> Callable:
     """The trainable with its placement group: the trial driver's CPUs plus a bundle for its clustering actor
-    (actors a trial starts must fit its placement group; the Train workers get their own from Ray Train)."""
+    (actors a trial starts must fit its placement group; the Train workers get their own from Ray Train), and one
+    of the study's trial slots where the cluster declares them (arms running side by side: see study.arms)."""
     gpus = float(ray.cluster_resources().get("GPU", 0.0)) if cluster_gpus is None else cluster_gpus
     plan = plan_resources(study.base_experiment(), gpus)
-    bundles = [{"CPU": study.study.trial_cpus}]
+    bundles = [{"CPU": study.study.trial_cpus, **({STUDY_TRIAL_SLOTS: 1} if trial_slots() else {})}]
     actor = {k: v for k, v in (("CPU", plan.clustering_cpus), ("GPU", plan.clustering_gpus)) if v > 0}
     if actor:
         bundles.append(actor)
     return tune.with_resources(mcl_trainable, tune.PlacementGroupFactory(bundles))
+
+
+def registered_trainable(study: StudyConfig) -> str:
+    """The trainable registered with Tune once, under the name Tune itself gives it (a study started either way
+    resumes either way). Tuners fitted in several threads get this name: Tune's registry is not thread-safe, and
+    a name is never registered again."""
+    trainable = trainable_with_resources(study)
+    name = Experiment.get_trainable_name(trainable)
+    tune.register_trainable(name, trainable)
+    return name
 
 
 def build_tuner(
@@ -107,6 +120,7 @@ def build_tuner(
     max_concurrent: int | None = None,
     arm: str = "mcl",
     verbose: bool = False,
+    trainable: str | Callable | None = None,
 ) -> tune.Tuner:
     """A Tuner for one arm of `study` (each arm gets study.samples trials and its own seeded searcher, so the
     controls are tuned as hard as MCL) on the connected Ray cluster; `resume=True` continues an interrupted one."""
@@ -123,7 +137,7 @@ def build_tuner(
     store = ArtifactStore(storage)
     name = arm_path(study, arm)
     path = store.uri(name)
-    trainable = trainable_with_resources(study)
+    trainable = trainable or trainable_with_resources(study)
     param_space = study_param_space(study, arm=arm)
     resuming = start_or_resume(path, resume, s.name)  # refuses a rerun without --resume before writing anything
     store.run(s.name).put_bytes("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).encode())
@@ -151,21 +165,30 @@ def build_tuner(
     )
 
 
+def confirmation_seeds(study: StudyConfig) -> list[int]:
+    """Seeds of the confirmation reruns: experiment seed + 1, + 2, ... The seed an arm was tuned on is left out,
+    so the luck of picking the best of several trials does not count twice; an arm tuned with one trial picked
+    nothing, so that trial is one of the study.confirm_seeds seeds and one rerun fewer is needed."""
+    s = study.study
+    reruns = s.confirm_seeds - (1 if s.samples == 1 and s.confirm_seeds else 0)
+    return [study.base_experiment().seed + i for i in range(1, reruns + 1)]
+
+
 def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_concurrent: int | None = None,
-                  resume: bool = False, verbose: bool = False) -> tune.Tuner:
-    """Rerun one arm's best parameters with study.confirm_seeds fresh seeds (experiment seed + 1, + 2, ...):
-    the seed the arm was tuned on is left out, so its selection luck does not count twice."""
+                  resume: bool = False, verbose: bool = False, trainable: str | Callable | None = None) -> tune.Tuner:
+    """Rerun one arm's best parameters with the confirmation seeds (see confirmation_seeds)."""
     s = study.study
     base = study.base_experiment()
     limit = max_concurrent or s.max_concurrent or max(1, concurrency_limit(base, s.trial_cpus))
-    seeds = [base.seed + i for i in range(1, s.confirm_seeds + 1)]
+    seeds = confirmation_seeds(study)
     param_space = {**study_param_space(study, arm=arm), **params, "seed": tune.grid_search(seeds)}
     name = arm_path(study, arm, confirm=True)
+    trainable = trainable or trainable_with_resources(study)
     if start_or_resume(ArtifactStore(storage_uri(study)).uri(name), resume, s.name):
-        return tune.Tuner.restore(ArtifactStore(storage_uri(study)).uri(name), trainable_with_resources(study),
+        return tune.Tuner.restore(ArtifactStore(storage_uri(study)).uri(name), trainable,
                                   resume_unfinished=True, resume_errored=True, param_space=param_space)
     return tune.Tuner(
-        trainable_with_resources(study),
+        trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_dirname,
                                     trial_dirname_creator=trial_dirname),

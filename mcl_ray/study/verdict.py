@@ -3,7 +3,8 @@
 Reads the arms' Tune results (`<study>/` for MCL, `<study>/arms/<arm>/` for the controls) and, when the study
 confirmed its winners, the reruns with fresh seeds (`<study>/confirm/<arm>/`). With confirmation runs the
 difference is paired by seed and given as mean +- std over the seeds; without them it is one run each, and
-the verdict says so.
+the verdict says so. An arm tuned with a single trial had nothing to select from, so that trial is one of its
+seeds (the confirmation then reran it with one seed fewer: see tuner.confirmation_seeds).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ CLEAR_POINTS = 0.5  # a difference smaller than this (or than its spread) is rep
 class ArmResult:
     arm: str
     label: str  # "MCL (3 stages)", "the ensemble of 3", "the long run (3x epochs)"
-    runs: list[Trial]  # confirmation reruns (one per seed), or the best tuned trial alone
+    runs: list[Trial]  # one per seed: the confirmation reruns (and an untuned arm's one trial), or the best alone
     confirmed: bool
 
     def values(self, key: str) -> dict[int, float]:
-        """{seed: final value of `key`} over the runs (the tuned trial counts as seed -1)."""
-        return {int(t.params.get("seed", -1)): t.value(key) for t in self.runs}
+        """{seed: final value of `key`} over the runs (-1 for a run whose seed is not on record)."""
+        return {t.seed if t.seed is not None else -1: t.value(key) for t in self.runs}
 
 
 def _label(arm: str, trial: Trial) -> str:
@@ -59,7 +60,9 @@ def arm_results(study_dir: str | Path, metric: str, mode: str) -> list[ArmResult
         best = rank_trials(trials, metric, mode)[0]
         confirm = root / "confirm" / arm
         confirmed = bool(list(confirm.glob("*/result.json")))
-        runs = load_trials(confirm)[0] if confirmed else [best]
+        runs = load_trials(confirm)[0] if confirmed else []
+        if not runs or len(trials) == 1:  # one tuned trial was not selected: a fair seed of its own
+            runs = [best, *runs]
         out.append(ArmResult(arm, _label(arm, best), runs, confirmed))
     return out
 

@@ -16,6 +16,7 @@ import ray
 
 from mcl_ray.cli import main
 from mcl_ray.study import load_study
+from mcl_ray.study.arms import STUDY_TRIAL_SLOTS
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,7 +35,8 @@ TINY_STUDY = [
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=8, object_store_memory=300 * 1024**2, log_to_driver=False)
+    # the trial slots a study's own local instance declares: arms then run side by side, 2 trials at a time
+    ray.init(num_cpus=8, object_store_memory=300 * 1024**2, log_to_driver=False, resources={STUDY_TRIAL_SLOTS: 2})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -116,26 +118,58 @@ def test_sweep_reports_per_stage_writes_tensorboard_and_resumes_after_the_driver
     assert len(table) >= 4 and "stage1 integrated/texture/linear" in table[0]
 
 
-def test_control_arms_run_beside_mcl_and_the_report_gives_a_verdict(ray_cluster, tmp_path):
-    from mcl_ray.study import build_tuner
+def test_control_arms_run_side_by_side_with_mcl_and_the_report_gives_a_verdict(ray_cluster, tmp_path, capsys):
+    from mcl_ray.study.cli import study_main
     from mcl_ray.study.report import report
 
     storage = tmp_path / "results"
     # two arms keep this test short: the long arm runs through the same trainable (tests/e2e/test_arms.py runs it)
-    study = load_study(RESNET, "local", [*TINY_STUDY, "study.samples=1", "study.arms=[mcl,ensemble]",
-                                         f"study.storage={storage}", f"experiment.data.root={tmp_path / 'data'}"])
-    for arm in study.study.arms:
-        assert not any(r.error for r in build_tuner(study, arm=arm).fit())
+    assert study_main(["--config", str(RESNET), "--profile", "local", "--storage", str(storage), *TINY_STUDY,
+                       "study.samples=1", "study.arms=[mcl,ensemble]", f"experiment.data.root={tmp_path / 'data'}"]) == 0
+    assert "2 arms side by side, 2 trials at a time" in capsys.readouterr().out
     study_dir = storage / "sweep-resnet"
     (mcl,) = [stage_rows(t) for t in trial_dirs(study_dir)]
     (ensemble,) = [stage_rows(t) for t in trial_dirs(study_dir / "arms" / "ensemble")]
     assert [r["stage"] for r in mcl] == [1, 2] == [r["stage"] for r in ensemble]
-    # the same seeded searcher gave every arm the same settings, so ensemble member 1 is MCL's stage 1, reused
-    assert ensemble[0]["reused_stage"] and not mcl[0]["reused_stage"]
+    # the same seeded searcher gave every arm the same settings, so ensemble member 1 is MCL's stage 1: trained by
+    # whichever trial claimed it first, reused by the other
+    assert {ensemble[0]["reused_stage"], mcl[0]["reused_stage"]} == {True, False}
     assert ensemble[0]["integrated/texture/linear"] == mcl[0]["integrated/texture/linear"]
     assert not ensemble[1]["reused_stage"] and ensemble[1]["arm"] == "ensemble"
+    # the arms ran at the same time
+    spans = [(rows[-1]["timestamp"] - rows[-1]["time_total_s"], rows[-1]["timestamp"]) for rows in (mcl, ensemble)]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
     text, plots = report([str(study_dir)])
     assert "MCL (2 stages)" in text and "the ensemble of 2" in text
     verdict = text.split("verdict:")[1]
     assert all(f"{a}:" in verdict for a in ("shape", "texture", "color")) and "set study.confirm_seeds" in verdict
     assert (study_dir / "report" / "verdict.png") in plots
+
+
+def test_ctrl_c_ends_a_study_with_arms_side_by_side_naming_the_resume_command(ray_cluster, tmp_path):
+    storage, data = tmp_path / "results", tmp_path / "data"
+    args = [sys.executable, str(ROOT / "studies" / "sweep_resnet.py"), "--address", ray_cluster, "--profile", "local",
+            "--storage", str(storage), *TINY_STUDY, "study.samples=1", "study.arms=[mcl,long]",
+            f"experiment.data.root={data}"]
+    log_path = tmp_path / "driver.log"
+    with log_path.open("wb") as log_file:
+        driver = subprocess.Popen(args, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and driver.poll() is None and "started:" not in log_path.read_text():
+        time.sleep(0.5)
+    assert driver.poll() is None, log_path.read_text()[-3000:]
+    driver.send_signal(signal.SIGINT)  # Ctrl-C while both arms' trials train (in the arms' threads)
+    t0 = time.monotonic()
+    assert driver.wait(timeout=60) == 130
+    console = log_path.read_text()
+    assert time.monotonic() - t0 < 30, console[-3000:]
+    assert "study sweep-resnet interrupted: finished trials, stages and epochs are kept. Resume with:" in console
+    assert "--resume" in console.split("Resume with:")[1] and "Traceback" not in console
+
+    from mcl_ray.study.cli import study_main
+
+    assert study_main([*args[2:], "--resume"], default_config=RESNET) == 0  # the printed command, in this process
+    study_dir = storage / "sweep-resnet"
+    for directory in (study_dir, study_dir / "arms" / "long"):
+        (rows,) = [stage_rows(t) for t in trial_dirs(directory)]
+        assert rows[-1]["stage"] == rows[-1]["stages_planned"]

@@ -212,3 +212,16 @@ def test_base_method_choices_are_checked_when_the_study_loads(choice, needle):
 
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_study(RESNET, "local", [f"study.space.objectives={json.dumps({'bad': choice})}"])
+
+
+@pytest.mark.parametrize("samples, confirm, seeds", [
+    (2, 3, [8, 9, 10]),  # the tuned seed (7) is left out: picking the best of 2 trials was luck as well
+    (1, 3, [8, 9]),  # one trial per arm picked nothing: it is the first of the 3 seeds
+    (1, 1, []),
+    (2, 0, []),
+])
+def test_confirmation_seeds_leave_out_the_tuned_seed_only_when_a_best_trial_was_picked(samples, confirm, seeds):
+    from mcl_ray.study.tuner import confirmation_seeds
+
+    study = load_study(RESNET, "local", [f"study.samples={samples}", f"study.confirm_seeds={confirm}", "experiment.seed=7"])
+    assert confirmation_seeds(study) == seeds

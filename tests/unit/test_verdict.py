@@ -9,10 +9,12 @@ from mcl_ray.study.report import report
 from mcl_ray.study.verdict import arm_results, verdict
 
 
-def trial(directory: Path, name: str, seed: int | None, texture: float, shape: float, stages: int = 3) -> None:
+def trial(directory: Path, name: str, seed: int | None, texture: float, shape: float, stages: int = 3,
+          experiment_seed: int = 0) -> None:
     d = directory / name
     d.mkdir(parents=True)
-    params = {"mcl.stages": stages, **({"seed": seed} if seed is not None else {})}
+    # a confirmation rerun has its seed as a parameter; a tuned trial has the experiment's (a hidden parameter)
+    params = {"mcl.stages": stages, "experiment": {"seed": experiment_seed}, **({"seed": seed} if seed is not None else {})}
     (d / "params.json").write_text(json.dumps(params))
     row = {"stage": 1, "trial_id": name, "arm_stages": stages,
            "integrated/texture/linear": texture, "integrated/shape/linear": shape}
@@ -24,7 +26,9 @@ def test_paired_seeds_give_mean_and_spread_and_small_differences_are_not_called(
     trial(study, "trial_a", None, 0.50, 0.60)
     trial(study, "trial_b", None, 0.40, 0.60)  # worse: not the best MCL trial
     trial(study / "arms" / "ensemble", "trial_c", None, 0.45, 0.61)
+    trial(study / "arms" / "ensemble", "trial_c2", None, 0.40, 0.61)
     trial(study / "arms" / "long", "trial_d", None, 0.30, 0.70, stages=3)
+    trial(study / "arms" / "long", "trial_d2", None, 0.20, 0.70, stages=3)
     for seed, (mcl_t, ens_t, long_t) in {1: (0.55, 0.50, 0.30), 2: (0.57, 0.50, 0.31)}.items():
         trial(study / "confirm" / "mcl", f"trial_m{seed}", seed, mcl_t, 0.600)
         trial(study / "confirm" / "ensemble", f"trial_e{seed}", seed, ens_t, 0.601 + 0.002 * seed)
@@ -38,6 +42,18 @@ def test_paired_seeds_give_mean_and_spread_and_small_differences_are_not_called(
     # shape: MCL 0.600 vs ensemble 0.603 / 0.605: -0.4 points on average, inside CLEAR_POINTS
     assert sentences[0].startswith("shape: no clear difference (MCL -0.4 ± 0.1 points vs the ensemble of 3")
     assert "0.560±0.014" in table
+
+
+def test_an_arm_tuned_with_one_trial_counts_that_trial_as_one_of_its_seeds(tmp_path):
+    study = tmp_path / "study"
+    trial(study, "trial_a", None, 0.50, 0.60)  # seed 0, the only trial: nothing was selected
+    trial(study / "arms" / "ensemble", "trial_c", None, 0.44, 0.60)
+    trial(study / "confirm" / "mcl", "trial_m1", 1, 0.56, 0.60)
+    trial(study / "confirm" / "ensemble", "trial_e1", 1, 0.52, 0.60)
+    results = arm_results(study, "integrated/texture/linear", "max")
+    assert [r.values("integrated/texture/linear") for r in results] == [{0: 0.50, 1: 0.56}, {0: 0.44, 1: 0.52}]
+    _, sentences = verdict(results, "linear")
+    assert sentences[1] == "texture: MCL +5.0 ± 1.4 points over the ensemble of 3 (2 seeds)"  # paired: 6 and 4
 
 
 def test_without_confirmation_the_verdict_says_it_is_one_run(tmp_path):
