@@ -2,7 +2,7 @@
 verdict against the control arms (ensemble, long run; each arm's winner rerun with fresh seeds).
 
     python -m bench.study sweep_resnet          # runs `python studies/sweep_resnet.py` (local profile), ~40 min on 2 cores
-    python -m bench.study sweep_vit             # ~14 min
+    python -m bench.study sweep_vit             # ~7 min
     python -m bench.study sweep_clip            # image-text MCL: tiny CLIP on captioned Trifeature
     python -m bench.study sweep_vit --existing studies/results/sweep-vit --wall-s 628.7
                                                 # summarise a study already run (wall time measured outside)
