@@ -97,7 +97,7 @@ def run_base(args: argparse.Namespace, base: str, seed: int, data) -> dict[str, 
 
 def step_costs(args: argparse.Namespace, data) -> list[dict[str, Any]]:
     """Median step time of each base on the same batches and model, and its ratio to SimCLR's. The bases take turns
-    for `args.rounds` rounds (interleaved, so a slow spell of the machine does not land on one base alone)."""
+    step by step (interleaved, so a slow spell of the machine does not land on one base alone)."""
     from mcl_ray.data.augment import BatchAugment
     from mcl_ray.data.base import image_rows
     from mcl_ray.models.encoder import build_encoder
@@ -122,10 +122,14 @@ def step_costs(args: argparse.Namespace, data) -> list[dict[str, Any]]:
         setups[base] = (objective, build_optimizer(objective, cfg.train), augment)
     times: dict[str, list[float]] = {base: [] for base in setups}
     for round_ in range(args.rounds):
-        for base, (objective, optimizer, augment) in setups.items():
-            gen = torch.Generator().manual_seed(round_)  # the same batches for every base
-            for step in range(args.warmup + args.steps):
-                idx = torch.randint(0, len(images), (args.batch_size,), generator=gen)
+        gen = torch.Generator().manual_seed(round_)
+        for step in range(args.warmup + args.steps):
+            idx = torch.randint(0, len(images), (args.batch_size,), generator=gen)  # the same batch for every base
+            # every base takes one step in turn (the order rotating per step), so a slow spell of the machine or
+            # the cost of switching models lands on all of them alike, not on whichever base runs first
+            order = list(setups.items())
+            shift = step % len(order)
+            for base, (objective, optimizer, augment) in order[shift:] + order[:shift]:
                 t0 = time.perf_counter()
                 inputs = objective.prepare(image_rows(images, idx), augment)
                 kwargs = {"indices": idx} if getattr(objective, "needs_indices", False) else {}
