@@ -66,9 +66,11 @@ def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel
                     return
                 arm = waiting.pop(0)
             try:
-                outcomes[arm] = run_arm(arm)
+                outcome = run_arm(arm)
             except BaseException as exc:  # handed to the main thread
-                outcomes[arm] = exc
+                outcome = exc
+            with lock:  # the other threads read `outcomes` under the lock
+                outcomes[arm] = outcome
 
     threads = [threading.Thread(target=work, name=f"study-arms-{i}", daemon=True)
                for i in range(min(parallel, len(order)))]

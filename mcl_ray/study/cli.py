@@ -70,11 +70,13 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         parallel = trial_slots()  # arms at a time: as many as trials fit (0: the cluster declares no slots)
         for arm in s.arms:  # a rerun without --resume fails here, before any arm starts
             start_or_resume(ArtifactStore(storage_uri(study)).uri(arm_path(study, arm)), args.resume, s.name)
-        print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, metric {s.metric}"
-              + (f", verdict over {s.confirm_seeds} seeds (" + (f"each arm's trial + {s.confirm_seeds - 1} rerun(s))"
-                 if s.samples == 1 else f"each arm's best rerun with {s.confirm_seeds} fresh seeds)") if s.confirm_seeds else "")
-              + (f"; {min(parallel, len(s.arms))} arms side by side, {parallel} trials at a time"
-                 if parallel > 1 and len(s.arms) > 1 else ""))
+        seeds = ("" if not s.confirm_seeds else f", verdict over {s.confirm_seeds} seeds ("
+                 + (f"each arm's trial + {s.confirm_seeds - 1} rerun(s))" if s.samples == 1
+                    else f"each arm's best rerun with {s.confirm_seeds} fresh seeds)"))
+        side_by_side = (f"; {min(parallel, len(s.arms))} arms side by side, {parallel} trials at a time"
+                        if parallel > 1 and len(s.arms) > 1 else "")
+        print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, "
+              f"metric {s.metric}{seeds}{side_by_side}")
         try:
             trainable = registered_trainable(study)  # once, here: Tune's registry is not thread-safe
             outcomes = run_arms(s.arms, lambda arm: run_arm(study, arm, trainable, args.resume, args.verbose), parallel)
