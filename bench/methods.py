@@ -44,8 +44,12 @@ BASES: dict[str, list[str]] = {
     "spcl": ["objective.name=spcl", "objective.prototypes=50"],  # the paper's 512 is for ImageNet; 40 images each here
     "metaug": ["objective.name=metaug"],
 }
-# step cost only: MetAug's generators (hidden 2048, the paper's) dominate a small encoder's step
-STEP_ONLY: dict[str, list[str]] = {"metaug hidden=512": ["objective.name=metaug", "objective.generator_hidden=512"]}
+# step cost only: MetAug's generators (hidden 2048, the paper's) dominate a small encoder's step; MoCo v2 as
+# published (asymmetric: one query and one key forward per image) beside the symmetric default
+STEP_ONLY: dict[str, list[str]] = {
+    "metaug hidden=512": ["objective.name=metaug", "objective.generator_hidden=512"],
+    "moco asymmetric": [*BASES["moco"], "objective.symmetric=false"],
+}
 
 
 def make_config(args: argparse.Namespace, base: str, seed: int, stages: int | None = None, name: str | None = None):

@@ -28,6 +28,11 @@ class MethodOptions(BaseModel):
     # temperature is then left out of the stage key, so trials that differ only in it share their stages
     key_omits_at_default: ClassVar[tuple[str, ...]] = ()  # options added later: out of the key at their default
 
+    def outputs(self) -> frozenset[str]:
+        """What forward() exposes beside the loss for regularisers to read ('projections': both views' projections
+        with gradient; 'logits': the contrastive logits), so a mismatch is a config error, not a failed stage."""
+        return frozenset({"projections", "logits"})
+
     def key_fields(self) -> dict[str, Any]:
         """The options as hashed into stage keys (those in key_omits_at_default only when not at their default)."""
         out = self.model_dump(mode="json")
@@ -47,6 +52,7 @@ class RegularizerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     weight: float = Field(gt=0.0, lt=1.0, description="mixing weight of this term (the method keeps 1 - sum)")
+    reads: ClassVar[str] = "projections"  # the method output the term is computed from (MethodOptions.outputs)
 
     def loss(self, outputs: dict[str, Any], groups: Any) -> Any:
         """The term, from the method's outputs ('projections': one [B, D] tensor per view, ...)."""

@@ -13,9 +13,13 @@ only its own keys overwrite, so once a group has been seen its anchors always ha
 negatives. Stage 1 (one group) is plain MoCo either way; so is a stage whose rings would hold fewer than
 MIN_RING keys (a warning says so).
 
-Choice: the loss is symmetric (q1 against k2 and q2 against k1, averaged, as in MoCo v3 / solo-learn's
-MoCo v2+). One key per image goes into the queue (view 2's, as in MoCo's original asymmetric loss), so a
-queue of Q keys covers Q images rather than Q / 2. No shuffle-BN (as in solo-learn).
+Choice: the loss is symmetric by default (q1 against k2 and q2 against k1, averaged, as in MoCo v3 /
+solo-learn's MoCo v2+); `symmetric=False` is MoCo v2 as published (q1 against k2 only): one query and one
+key forward per step instead of two each, so a step costs about half as much, and the symmetric form's
+extra key forwards put a floor of about 4/3 on its cost relative to SimCLR (which runs no key encoder). The
+asymmetric form exposes no projections (view 2 never passes through the query encoder), so DimCL cannot be
+mixed into it (a config error). One key per image goes into the queue (view 2's), so a queue of Q keys
+covers Q images rather than Q / 2. No shuffle-BN (as in solo-learn).
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class MoCo(ContrastiveMethod):
         queue_size: int = 4096,
         proj_dim: int | None = None,
         per_group_queue: bool = True,
+        symmetric: bool = True,
     ) -> None:
         super().__init__(encoder, temperature=temperature, gather=gather)
         if not 0.0 <= momentum < 1.0:
@@ -120,6 +125,7 @@ class MoCo(ContrastiveMethod):
         self.momentum = float(momentum)
         self.queue_size = int(queue_size)
         self.per_group_queue = bool(per_group_queue)
+        self.symmetric = bool(symmetric)
         self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.register_buffer("queue", torch.zeros(queue_size, dim))
         self.register_buffer("queue_groups", torch.full((queue_size,), -1, dtype=torch.int64))
@@ -153,9 +159,9 @@ class MoCo(ContrastiveMethod):
         if groups is not None and bool((groups < 0).any()):
             raise DataError("groups: labels must be >= 0 (-1 marks unfilled queue slots)")
         _, q1 = self.encoder(view1)
-        _, q2 = self.encoder(view2)
+        q2 = self.encoder(view2)[1] if self.symmetric else None
         with torch.no_grad():
-            _, k1 = self.momentum_encoder(view1)
+            k1 = self.momentum_encoder(view1)[1] if self.symmetric else None
             _, k2 = self.momentum_encoder(view2)
         # Clones: the enqueue below writes the buffers in place, but backward still needs this step's queue.
         queue, queue_groups = self.queue.clone(), self.queue_groups.clone()
@@ -163,9 +169,10 @@ class MoCo(ContrastiveMethod):
         if self.gather and is_distributed():  # DDP averages the workers: weight each by its share of the batch
             sizes = gather_sizes(view1.shape[0], view1.device)
             scale = view1.shape[0] * len(sizes) / sum(sizes)
-        logits = (moco_logits(q1, k2, queue, self.temperature, groups, queue_groups, scale),
-                  moco_logits(q2, k1, queue, self.temperature, groups, queue_groups, scale))
-        loss = 0.5 * (logits[0].loss() + logits[1].loss())
+        logits = (moco_logits(q1, k2, queue, self.temperature, groups, queue_groups, scale),)
+        if self.symmetric:
+            logits += (moco_logits(q2, k1, queue, self.temperature, groups, queue_groups, scale),)
+        loss = sum(part.loss() for part in logits) / len(logits)
         if self.training:
             keys = F.normalize(k2.float(), dim=1)
             if groups is None:
@@ -175,7 +182,10 @@ class MoCo(ContrastiveMethod):
             if sizes is not None:
                 keys, key_groups = gather_no_grad(keys, sizes), gather_no_grad(key_groups, sizes)
             self.enqueue(keys, key_groups)
-        return {"loss": loss, "projections": (q1, q2), "logits": logits}
+        out = {"loss": loss, "logits": logits}
+        if self.symmetric:
+            out["projections"] = (q1, q2)
+        return out
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, key_groups: Tensor) -> None:
@@ -215,4 +225,4 @@ class MoCo(ContrastiveMethod):
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, momentum={self.momentum}, queue_size={self.queue_size}, "
-                f"per_group_queue={self.per_group_queue}")
+                f"per_group_queue={self.per_group_queue}, symmetric={self.symmetric}")

@@ -277,9 +277,14 @@ def regularizers(objective: ObjectiveConfig) -> tuple:
 
 
 def objective_spec(cfg: ExperimentConfig, stage: int) -> ObjectiveSpec:
+    options, mixed = method_options(cfg.objective), regularizers(cfg.objective)
+    for i, reg in enumerate(mixed):
+        if reg.reads not in options.outputs():
+            raise ConfigError(f"objective.regularizers.{i}: {reg.name} reads the method's {reg.reads}, which "
+                              f"objective '{cfg.objective.name}' with these options does not expose")
     return ObjectiveSpec(
         name=METHODS.check(cfg.objective.name), temperature=cfg.temperature(stage), gather=cfg.objective.gather,
-        options=method_options(cfg.objective), regularizers=regularizers(cfg.objective),
+        options=options, regularizers=mixed,
     )
 
 

@@ -367,6 +367,41 @@ def test_moco_forward_uses_the_queue_then_enqueues_one_key_per_image():
     assert method.queue_groups[slots].tolist() == groups.tolist()
 
 
+def test_moco_asymmetric_is_mocov2_as_published_one_query_one_key_per_image():
+    """symmetric=False: view 1 through the query encoder only, view 2 through the key encoder only, loss the InfoNCE
+    of q1 against k2 and the queue; view 2's key is still the one enqueued."""
+    torch.manual_seed(1)
+    method = MoCo(TinyEncoder(), temperature=0.2, momentum=0.9, queue_size=10, symmetric=False)
+    with torch.no_grad():
+        for p in method.momentum_encoder.parameters():
+            p.add_(0.1)
+    method.enqueue(torch.nn.functional.normalize(torch.randn(3, 4), dim=1), torch.tensor([0, 1, 0]))
+    v1, v2, groups = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 1, 0])
+    q1, k2 = method.encoder(v1)[1].detach().numpy(), method.momentum_encoder(v2)[1].detach()
+    queue, queue_groups = method.queue.numpy().copy(), method.queue_groups.numpy().copy()
+    seen = {"query": [], "key": []}
+    method.encoder.register_forward_hook(lambda m, args, out: seen["query"].append(args[0]))
+    method.momentum_encoder.register_forward_hook(lambda m, args, out: seen["key"].append(args[0]))
+    out = method(v1, v2, groups)
+    expected = reference_moco(q1, k2.numpy(), queue, 0.2, groups.numpy(), queue_groups)
+    assert out["loss"].item() == pytest.approx(expected, abs=1e-5)
+    assert len(seen["query"]) == 1 and seen["query"][0] is v1 and len(seen["key"]) == 1 and seen["key"][0] is v2
+    assert "projections" not in out and len(out["logits"]) == 1
+    torch.testing.assert_close(method.queue[3:7], torch.nn.functional.normalize(k2, dim=1))
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
+
+
+def test_moco_symmetric_option_is_in_the_stage_key_only_when_off():
+    from mcl_ray.objectives.declarations import ObjectiveSpec
+    from mcl_ray.objectives.methods.moco import MoCoOptions
+
+    default = ObjectiveSpec(name="moco", temperature=0.2, options=MoCoOptions()).identity()["options"]
+    assert "symmetric" not in default  # keys made before the option existed stay valid
+    assert ObjectiveSpec(name="moco", temperature=0.2, options=MoCoOptions(symmetric=False)).identity()["options"] == {
+        **default, "symmetric": False}
+
+
 def test_moco_eval_forward_does_not_enqueue_and_ungrouped_keys_get_label_zero():
     method = MoCo(TinyEncoder(), temperature=0.2, queue_size=6).eval()
     method(torch.randn(2, 6), torch.randn(2, 6))
@@ -402,7 +437,8 @@ def test_build_objective_gives_each_method_its_own_options():
     moco = build_objective(spec(name="MoCo", **shared), TinyEncoder())
     assert type(simclr.method) is SimCLR and simclr.method.temperature == 0.3  # MoCo's options ignored
     assert type(moco.method) is MoCo and moco.method.momentum == 0.5 and moco.method.queue.shape == (7, 4)
-    assert spec(name="moco").options.model_dump() == {"momentum": 0.99, "queue_size": 4096, "per_group_queue": True}
+    assert spec(name="moco").options.model_dump() == {"momentum": 0.99, "queue_size": 4096, "per_group_queue": True,
+                                                    "symmetric": True}
 
 
 def test_objective_errors_name_the_field_and_suggest():

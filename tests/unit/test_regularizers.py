@@ -81,6 +81,16 @@ def test_regularizer_config_errors_name_the_entry():
         objective(regularizers=[{"name": "dimcl", "weight": 0.6}, {"name": "dimcl", "weight": 0.6}])
 
 
+def test_a_regularizer_the_method_cannot_feed_is_a_config_error_naming_the_entry():
+    """Checked when the config is resolved (mcl-ray validate), not when a stage first runs the loss."""
+    with pytest.raises(ConfigError, match=r"objective.regularizers.0: dimcl reads the method's projections, which "
+                                          r"objective 'moco' with these options does not expose"):
+        objective(name="moco", symmetric=False, regularizers=[{"name": "dimcl"}])
+    with pytest.raises(ConfigError, match=r"objective.regularizers.1: ifm reads the method's logits.*'metaug'"):
+        objective(name="metaug", regularizers=[{"name": "dimcl"}, {"name": "ifm"}])
+    assert objective(name="moco", symmetric=False, regularizers=[{"name": "ifm"}]).regularizers[0].name == "ifm"
+
+
 # ----------------------------------------------------------------------------------------------- IFM
 
 

@@ -38,6 +38,9 @@ class MetAugOptions(MethodOptions):
                               description="alpha of the virtual encoder step theta' = theta - alpha * grad through "
                                           "which the generators learn; stands in for one real encoder update")
 
+    def outputs(self) -> frozenset[str]:
+        return frozenset({"projections"})  # its loss is the unified (circle) loss, not softmax logits
+
     def build(self, encoder, *, temperature: float, gather: bool):
         from mcl_ray.objectives.metaug import MetAug
 

@@ -10,7 +10,7 @@ it composes with the group masks. The effect scales with epsilon / temperature: 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ class IFM(RegularizerOptions):
     name: str = "ifm"
     weight: float = Field(0.5, gt=0.0, lt=1.0, description="alpha / (1 + alpha); 0.5 is the paper's alpha = 1")
     epsilon: float = Field(0.1, gt=0.0, le=2.0, description="perturbation of the cosine similarities")
+    reads: ClassVar[str] = "logits"
 
     def loss(self, outputs: dict[str, Any], groups: Any) -> Any:
         from mcl_ray.errors import ConfigError
