@@ -119,11 +119,15 @@ def overhead(result: dict) -> str:
     )
 
 
+STUDY_CHOICES = ("sampling", "cluster_on", "min_group_size")  # MCL dimensions shown when a study searched them
+
+
 def study(result: dict) -> str:
+    choices = [k for k in STUDY_CHOICES if any(k in t for t in result["trials"])]
     rows = [
-        [t["trial"], str(t.get("stages", "")), str(t.get("clusters", "")), f"{t.get('temperature', float('nan')):.3f}",
-         f"{t.get('lr', float('nan')):.2g}", str(t["stages_done"]), f"{t['stage1']:.3f}", f"{t['final']:.3f}",
-         f"{t['gain_points']:+.1f}"]
+        [t["trial"], str(t.get("stages", "")), str(t.get("clusters", "")), *(str(t.get(k, "")) for k in choices),
+         f"{t.get('temperature', float('nan')):.3f}", f"{t.get('lr', float('nan')):.2g}", str(t["stages_done"]),
+         f"{t['stage1']:.3f}", f"{t['final']:.3f}", f"{t['gain_points']:+.1f}"]
         for t in result["trials"]
     ]
     searched = sorted({t["backbone"] for t in result["trials"] if t.get("backbone")})  # what the trials ran
@@ -141,7 +145,8 @@ def study(result: dict) -> str:
         f"**Local study `{result['command']}`** ({result['wall_s'] / 60:.1f} min, {len(rows)} MCL trials, "
         f"{result['settings']['scheduler']} scheduler, {backbone}; metric {result['metric']}; stage 1 of each trial "
         "is the 1-stage contrastive baseline with the same settings):",
-        ["trial", "stages planned", "K", "temperature", "lr", "stages run", "stage 1", "final", "gain (points)"], rows, result,
+        ["trial", "stages planned", "K", *choices, "temperature", "lr", "stages run", "stage 1", "final",
+         "gain (points)"], rows, result,
         *notes,
     )
 
@@ -330,6 +335,7 @@ def main() -> None:
     parts = [p for p in (refactor_check(),) if p]
     for name, render in (("suppression", suppression), ("randbit", randbit), ("clustering", clustering), ("augment", augment),
                          ("overhead", overhead), ("overhead_dashboard", overhead), ("study_sweep_resnet", study), ("study_sweep_vit", study), ("study_target_randbit8", study),
+                         ("study_target_trifeature", study),
                          ("clip_step", clip_step), ("study_sweep_clip", study), ("methods", methods),
                          ("data_scale", data_scale), ("faithful", faithful), ("faithful_norm", faithful_norm),
                          ("decode", decode)):

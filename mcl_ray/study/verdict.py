@@ -106,7 +106,7 @@ def verdict(results: list[ArmResult], kind: str) -> tuple[str, list[str]]:
             diffs = 100 * np.array([np.nanmean(list(ours.values())) - np.nanmean(list(theirs.values()))])
         mean = float(diffs.mean())
         spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
-        runs = f"{len(diffs)} seeds" if len(diffs) > 1 else "1 run each, unconfirmed: set study.confirm_seeds"
+        runs = f"{len(diffs)} seeds" if len(diffs) > 1 else "1 run each, unconfirmed: set study.confirm_seeds >= 2"
         shown = f"{mean:+.1f}" + (f" ± {spread:.1f}" if not math.isnan(spread) else "")
         name = f"{a} (a shortcut: less is better)" if a in _shortcut_attributes() else a
         if abs(mean) < max(CLEAR_POINTS, 0 if math.isnan(spread) else spread):

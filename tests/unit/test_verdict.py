@@ -61,7 +61,7 @@ def test_without_confirmation_the_verdict_says_it_is_one_run(tmp_path):
     trial(study, "trial_a", None, 0.50, 0.60)
     trial(study / "arms" / "ensemble", "trial_c", None, 0.45, 0.61)
     text, plots = report([str(study)], "integrated/texture/linear", "max")
-    assert "texture: MCL +5.0 points over the ensemble of 3 (1 run each, unconfirmed: set study.confirm_seeds)" in text
+    assert "texture: MCL +5.0 points over the ensemble of 3 (1 run each, unconfirmed: set study.confirm_seeds >= 2)" in text
     assert any(p.name == "verdict.png" for p in plots)
 
 
@@ -109,6 +109,6 @@ def test_a_loss_reads_below_and_a_shortcut_attribute_is_named_as_one(tmp_path):
                                                    "integrated/code/linear": code}) + "\n")
     _, sentences = verdict(arm_results(study, "integrated/texture/linear", "max"), "linear")
     assert sentences == [
-        "code (a shortcut: less is better): MCL -60.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds)",
-        "texture: MCL -10.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds)",
+        "code (a shortcut: less is better): MCL -60.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds >= 2)",
+        "texture: MCL -10.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds >= 2)",
     ]
