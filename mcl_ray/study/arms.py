@@ -8,10 +8,17 @@ local instance declares `STUDY_TRIAL_SLOTS` (= the trials its CPUs fit) and ever
 for one, so a trial driver only starts when its Train workers can be placed as well (the Tune + Train deadlock
 the per-Tuner concurrency limit exists to prevent). A cluster without that resource (e.g. `ray up`) runs the
 arms in turn.
+
+Ctrl-C reaches the main thread only, and Tune run in another thread never hears of it. `TuneInterrupts` relays it:
+it records the interrupt event each Tune run creates (Tune's `_setup_signal_catching`, the event its own SIGINT
+handler sets in the main thread) and sets them all, so each arm's Tune loop stops the way it does on Ctrl-C: state
+saved, unfinished trials kept for --resume. Shutting Ray down under running Tune loops instead makes Ray's core
+worker end the process itself (status 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -35,18 +42,58 @@ class ArmOutcome:
     interrupted: bool = False
 
 
+class TuneInterrupts:
+    """The interrupt events of the Tune runs started in other threads while `relaying()` is active; `interrupt()`
+    sets them all, and any run started afterwards stops at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[threading.Event] = []
+        self.interrupted = False
+
+    def _record(self, event: threading.Event) -> threading.Event:
+        with self.lock:
+            self.events.append(event)
+            if self.interrupted:
+                event.set()
+        return event
+
+    def interrupt(self) -> None:
+        with self.lock:
+            self.interrupted = True
+            for event in self.events:
+                event.set()
+
+    @contextlib.contextmanager
+    def relaying(self):
+        """Yields True when Tune's hook exists in this Ray version (otherwise Ctrl-C cannot be relayed: False)."""
+        from ray.tune import tune as tune_module
+
+        original = getattr(tune_module, "_setup_signal_catching", None)
+        if original is None:
+            yield False
+            return
+        tune_module._setup_signal_catching = lambda: self._record(original())
+        try:
+            yield True
+        finally:
+            tune_module._setup_signal_catching = original
+
+
 def arm_order(arms: Sequence[str]) -> list[str]:
     """MCL first and the ensemble last: ensemble members are MCL stages with other seeds (same content keys), so
     after MCL has trained them the ensemble mostly reuses; the other controls share nothing and fill the gap."""
     return sorted(arms, key=lambda arm: {"mcl": 0, "ensemble": 2}.get(arm, 1))
 
 
-def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel: int = 1) -> dict[str, ArmOutcome]:
+def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel: int = 1,
+             grace_s: float = 120.0) -> dict[str, ArmOutcome]:
     """`run_arm(arm)` for every arm (in `arm_order`), at most `parallel` arms at a time, each in its own thread. An
-    exception of any arm is raised here once the running arms have ended; a KeyboardInterrupt (Ctrl-C reaches
-    the main thread only) is raised at once, leaving the threads to the caller's shutdown (they are daemons:
-    trials resume from the stage cache). With `parallel` 1 the arms run in this thread, and stop at the first
-    one Tune reports interrupted."""
+    exception of any arm is raised here once the running arms have ended. On Ctrl-C the running arms' Tune loops
+    are stopped as Tune stops on Ctrl-C (see `TuneInterrupts`) and their outcomes, marked interrupted, are returned
+    once they have ended; a KeyboardInterrupt is raised instead when that cannot be done (no hook in this Ray
+    version, the arms still running after `grace_s`, or a second Ctrl-C). With `parallel` 1 the arms run in this
+    thread (Tune handles Ctrl-C itself), and stop at the first one Tune reports interrupted."""
     order = arm_order(arms)
     if parallel < 2 or len(order) < 2:
         outcomes = {}
@@ -58,11 +105,13 @@ def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel
     outcomes: dict[str, ArmOutcome | BaseException] = {}
     waiting = list(order)
     lock = threading.Lock()
+    interrupts = TuneInterrupts()
 
     def work() -> None:
         while True:
             with lock:
-                if not waiting or any(isinstance(o, BaseException) or o.interrupted for o in outcomes.values()):
+                if (not waiting or interrupts.interrupted
+                        or any(isinstance(o, BaseException) or o.interrupted for o in outcomes.values())):
                     return
                 arm = waiting.pop(0)
             try:
@@ -74,12 +123,35 @@ def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel
 
     threads = [threading.Thread(target=work, name=f"study-arms-{i}", daemon=True)
                for i in range(min(parallel, len(order)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)  # a bounded wait keeps the main thread responsive to Ctrl-C
+    with interrupts.relaying() as relayed:
+        for thread in threads:
+            thread.start()
+        try:
+            _join(threads, None)
+        except KeyboardInterrupt:
+            if not relayed:
+                raise
+            interrupts.interrupt()
+            if not _join(threads, grace_s) or not outcomes:  # a second Ctrl-C inside also ends up in the caller
+                raise
+            with lock:
+                for outcome in outcomes.values():
+                    if isinstance(outcome, ArmOutcome):
+                        outcome.interrupted = True
     failures = [o for o in outcomes.values() if isinstance(o, BaseException)]
     if failures:
         raise failures[0]
     return {arm: outcomes[arm] for arm in order if arm in outcomes}
+
+
+def _join(threads: list[threading.Thread], timeout_s: float | None) -> bool:
+    """Wait for the threads (in bounded steps, so Ctrl-C reaches this thread); False if `timeout_s` ran out."""
+    import time
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for thread in threads:
+        while thread.is_alive():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            thread.join(0.5)
+    return True

@@ -28,6 +28,16 @@ def build_parser(default_config: Path | None) -> argparse.ArgumentParser:
     return p
 
 
+def end_process_now(status: int) -> None:
+    """Exit at once, skipping interpreter shutdown. Tune's loops in the arms' threads cannot be stopped from the main
+    thread, and ray.shutdown() under them races with them: Ray's core worker then ends the process itself with
+    status 1. Nothing is lost: finished trials, stages and epoch checkpoints are already in storage, this driver's
+    trials end with it (Ray kills a dead driver's actors) and a local instance's processes share its fate."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def study_main(argv: list[str] | None = None, default_config: Path | None = None) -> int:
     args = build_parser(default_config).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -37,6 +47,9 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files ..." 
+        # on Ctrl-C the study prints its own resume command; Tune's per-arm "Tuner.restore(...)" hint would contradict it
+        logging.getLogger("ray.tune.tune").addFilter(
+            lambda record: not record.getMessage().startswith("Experiment has been interrupted"))
     try:
         import ray
 
@@ -85,8 +98,8 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         if outcomes is None or any(o.interrupted for o in outcomes.values()):
             print(f"study {s.name} interrupted: finished trials, stages and epochs are kept. Resume with:\n  "
                   + resume_command(argv), file=sys.stderr)
-            if outcomes is None:  # Ctrl-C with arms in threads: end their trials now (the stage cache keeps the work)
-                ray.shutdown()
+            if outcomes is None:  # Ctrl-C the arms' threads could not be stopped on: end the process and its trials
+                end_process_now(130)
             return 130
         errors = [e for o in outcomes.values() for e in o.errors]
         mcl = outcomes.get("mcl")

@@ -165,6 +165,7 @@ def test_ctrl_c_ends_a_study_with_arms_side_by_side_naming_the_resume_command(ra
     assert time.monotonic() - t0 < 30, console[-3000:]
     assert "study sweep-resnet interrupted: finished trials, stages and epochs are kept. Resume with:" in console
     assert "--resume" in console.split("Resume with:")[1] and "Traceback" not in console
+    assert "Tuner.restore" not in console  # one resume command: the study's, not Tune's per arm
 
     from mcl_ray.study.cli import study_main
 

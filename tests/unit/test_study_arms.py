@@ -1,12 +1,15 @@
-"""Running a study's arms in turn or side by side (mcl_ray.study.arms), without Ray."""
+"""Running a study's arms in turn or side by side (mcl_ray.study.arms), without a Ray instance."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 
-from mcl_ray.study.arms import ArmOutcome, arm_order, run_arms
+from mcl_ray.study.arms import ArmOutcome, TuneInterrupts, arm_order, run_arms
 from mcl_ray.study.cli import resume_command, unfinished
 
 ARMS = ["mcl", "ensemble", "long"]
@@ -55,6 +58,40 @@ def test_arms_in_turn_stop_after_an_interrupted_arm():
 
     outcomes = run_arms(ARMS, run_arm, parallel=1)
     assert ran == ["mcl", "long"] and outcomes["long"].interrupted and threads == {threading.main_thread()}
+
+
+def test_ctrl_c_stops_the_tune_loops_in_the_arms_threads_as_tune_would_and_starts_no_other_arm():
+    """Ctrl-C reaches the main thread only: each running arm's Tune loop gets its interrupt event set (the one Tune's
+    own SIGINT handler sets when it runs in the main thread), the arms return interrupted, no waiting arm starts."""
+    from ray.tune import tune as tune_module
+
+    original = tune_module._setup_signal_catching
+    started, both_running = [], threading.Barrier(2, timeout=10)
+
+    def run_arm(arm):
+        event = tune_module._setup_signal_catching()  # what tune.run does first, in this (arm) thread
+        started.append(arm)
+        both_running.wait()
+        return ArmOutcome(interrupted=event.wait(30))  # Tune's loop ends when its event is set
+
+    def ctrl_c():
+        while len(started) < 2:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    t0 = time.monotonic()
+    outcomes = run_arms(["mcl", "long", "ensemble"], run_arm, parallel=2)
+    assert time.monotonic() - t0 < 20
+    assert sorted(outcomes) == ["long", "mcl"] and all(o.interrupted for o in outcomes.values())
+    assert "ensemble" not in started and tune_module._setup_signal_catching is original
+
+
+def test_a_tune_run_started_after_the_interrupt_stops_at_once():
+    interrupts = TuneInterrupts()
+    before = interrupts._record(threading.Event())
+    interrupts.interrupt()
+    assert before.is_set() and interrupts._record(threading.Event()).is_set()
 
 
 def test_a_failing_arm_is_raised_once_the_others_have_ended():
