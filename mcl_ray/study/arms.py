@@ -19,6 +19,7 @@ worker end the process itself (status 1).
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -74,10 +75,16 @@ class TuneInterrupts:
             yield False
             return
         tune_module._setup_signal_catching = lambda: self._record(original())
+        # Ctrl-C as KeyboardInterrupt in this thread, also when an earlier Tune run in the main thread left its own
+        # handler installed (Tune restores the previous one only after a SIGINT)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
         try:
             yield True
         finally:
             tune_module._setup_signal_catching = original
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
 
 def arm_order(arms: Sequence[str]) -> list[str]:

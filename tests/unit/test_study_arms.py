@@ -79,9 +79,14 @@ def test_ctrl_c_stops_the_tune_loops_in_the_arms_threads_as_tune_would_and_start
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=ctrl_c, daemon=True).start()
-    t0 = time.monotonic()
-    outcomes = run_arms(["mcl", "long", "ensemble"], run_arm, parallel=2)
+    # a handler left behind by an earlier Tune run in the main thread (Tune never removes its own) must not swallow it
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        threading.Thread(target=ctrl_c, daemon=True).start()
+        t0 = time.monotonic()
+        outcomes = run_arms(["mcl", "long", "ensemble"], run_arm, parallel=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 20
     assert sorted(outcomes) == ["long", "mcl"] and all(o.interrupted for o in outcomes.values())
     assert "ensemble" not in started and tune_module._setup_signal_catching is original
