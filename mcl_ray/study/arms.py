@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -153,8 +154,6 @@ def run_arms(arms: Sequence[str], run_arm: Callable[[str], ArmOutcome], parallel
 
 def _join(threads: list[threading.Thread], timeout_s: float | None) -> bool:
     """Wait for the threads (in bounded steps, so Ctrl-C reaches this thread); False if `timeout_s` ran out."""
-    import time
-
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for thread in threads:
         while thread.is_alive():

@@ -29,13 +29,20 @@ def build_parser(default_config: Path | None) -> argparse.ArgumentParser:
 
 
 def end_process_now(status: int) -> None:
-    """Exit at once, skipping interpreter shutdown. Tune's loops in the arms' threads cannot be stopped from the main
-    thread, and ray.shutdown() under them races with them: Ray's core worker then ends the process itself with
-    status 1. Nothing is lost: finished trials, stages and epoch checkpoints are already in storage, this driver's
-    trials end with it (Ray kills a dead driver's actors) and a local instance's processes share its fate."""
+    """Exit at once, skipping interpreter shutdown: the fallback when Ctrl-C could not be relayed to the arms' Tune
+    loops (see study.arms.TuneInterrupts), since ray.shutdown() under running loops races with them and Ray's core
+    worker then ends the process itself with status 1. Finished trials, stages and epoch checkpoints are already in
+    storage and Ray kills this driver's trials with it; on a local instance some of Ray's agent processes may
+    outlive it (`ray stop` ends them)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _drop_tune_restore_hint(record: logging.LogRecord) -> bool:
+    """On Ctrl-C the study prints its own resume command; Tune's per-arm "Tuner.restore(...)" hint would contradict
+    it. A module-level function, so repeated study_main calls in one process add the filter once."""
+    return not record.getMessage().startswith("Experiment has been interrupted")
 
 
 def study_main(argv: list[str] | None = None, default_config: Path | None = None) -> int:
@@ -47,9 +54,7 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files ..." 
-        # on Ctrl-C the study prints its own resume command; Tune's per-arm "Tuner.restore(...)" hint would contradict it
-        logging.getLogger("ray.tune.tune").addFilter(
-            lambda record: not record.getMessage().startswith("Experiment has been interrupted"))
+        logging.getLogger("ray.tune.tune").addFilter(_drop_tune_restore_hint)
     try:
         import ray
 
