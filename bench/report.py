@@ -139,6 +139,9 @@ def study(result: dict) -> str:
         seeds = result["settings"].get("confirm_seeds", 0)
         how = (f"one trial per arm, rerun so each arm has {seeds} seeds" if result["settings"].get("samples") == 1
                else f"each arm's winner rerun with {seeds} fresh seeds")
+        budgets = result["settings"].get("arm_samples") or {}
+        if len(set(budgets.values())) > 1:  # study.arm_samples searched the arms unequally: say so with the verdict
+            how += "; trials per arm: " + ", ".join(f"{arm} {n}" for arm, n in budgets.items())
         notes.append(f"Verdict against the controls (arms {arms}; {how}):\n\n"
                      + "\n".join(f"* {s}" for s in verdict["sentences"]))
     return section(

@@ -71,11 +71,14 @@ def main() -> None:
                 (k, r.values(k)) for k in sorted({k for t in r.runs for k in t.stages[-1] if k.startswith("integrated/")})
             )} for r in results},
             "confirmed": all(r.confirmed for r in results),
+            "trials_per_arm": {r.label: r.tuned for r in results},
         }
     path = write_result(args.name or f"study_{args.script}", {
         "command": command, "profile": "local", "wall_s": wall, "metric": metric, "trials": rows,
         "verdict": verdict,
-        "settings": {"samples": study.study.samples, "scheduler": study.study.scheduler, "arms": study.study.arms,
+        "settings": {"samples": study.study.samples,
+                     "arm_samples": {arm: study.study.samples_for(arm) for arm in study.study.arms},
+                     "scheduler": study.study.scheduler, "arms": study.study.arms,
                      "confirm_seeds": study.study.confirm_seeds,
                      "experiment": study.base_experiment().model_dump(mode="json")},
     })

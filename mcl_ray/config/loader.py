@@ -111,7 +111,7 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] = Experi
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if isinstance(p, str))
-        field = ".".join(str(p) for p in err["loc"]) or "config"
+        field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "config"  # a bad mapping key: its own name
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1], root)
             known = list(parent.model_fields) if parent else []

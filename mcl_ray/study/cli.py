@@ -18,7 +18,7 @@ def build_parser(default_config: Path | None) -> argparse.ArgumentParser:
                    help=f"study YAML (default: {default_config})")
     p.add_argument("--profile", choices=["local", "cluster"],
                    help="default: cluster when connected to a Ray cluster with GPUs, else local")
-    p.add_argument("--samples", type=int, help="number of trials (overrides study.samples)")
+    p.add_argument("--samples", type=int, help="trials per arm (overrides study.samples)")
     p.add_argument("--storage", help="local path or s3:// URI for trials, stage cache and TensorBoard")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study; finished trials are kept")
     p.add_argument("--verbose", action="store_true",
@@ -88,13 +88,9 @@ def study_main(argv: list[str] | None = None, default_config: Path | None = None
         parallel = trial_slots()  # arms at a time: as many as trials fit (0: the cluster declares no slots)
         for arm in s.arms:  # a rerun without --resume fails here, before any arm starts
             start_or_resume(ArtifactStore(storage_uri(study)).uri(arm_path(study, arm)), args.resume, s.name)
-        seeds = ("" if not s.confirm_seeds else f", verdict over {s.confirm_seeds} seeds ("
-                 + (f"each arm's trial + {s.confirm_seeds - 1} rerun(s))" if s.samples == 1
-                    else f"each arm's best rerun with {s.confirm_seeds} fresh seeds)"))
         side_by_side = (f"; {min(parallel, len(s.arms))} arms side by side, {parallel} trials at a time"
                         if parallel > 1 and len(s.arms) > 1 else "")
-        print(f"study {s.name} (profile {profile}): arms {', '.join(s.arms)}, {s.samples} trials each, "
-              f"metric {s.metric}{seeds}{side_by_side}")
+        print(f"study {s.name} (profile {profile}): {budget_text(s)}, metric {s.metric}{seeds_text(s)}{side_by_side}")
         try:
             trainable = registered_trainable(study)  # once, here: Tune's registry is not thread-safe
             outcomes = run_arms(s.arms, lambda arm: run_arm(study, arm, trainable, args.resume, args.verbose), parallel)
@@ -132,8 +128,8 @@ def run_arm(study, arm: str, trainable: str, resume: bool, verbose: bool):
     s = study.study
     results = build_tuner(study, resume=resume, arm=arm, verbose=verbose, trainable=trainable).fit()
     outcome = ArmOutcome(errors=[r for r in results if r.error], experiment_path=results.experiment_path,
-                         interrupted=unfinished(results, s.samples))
-    seeds = confirmation_seeds(study)
+                         interrupted=unfinished(results, s.samples_for(arm)))
+    seeds = confirmation_seeds(study, arm)
     if seeds and not outcome.interrupted:
         best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
         params = {k: v for k, v in best.config.items() if k not in (EXPERIMENT_KEY, STUDY_KEY)}
@@ -141,6 +137,29 @@ def run_arm(study, arm: str, trainable: str, resume: bool, verbose: bool):
         outcome.errors += [r for r in confirmed if r.error]
         outcome.interrupted = unfinished(confirmed, len(seeds))
     return outcome
+
+
+def budget_text(s) -> str:
+    """'arms mcl, ensemble, 3 trials each', or each arm's own budget when study.arm_samples makes them differ."""
+    budgets = {arm: s.samples_for(arm) for arm in s.arms}
+    if len(set(budgets.values())) == 1:
+        return f"arms {', '.join(s.arms)}, {s.samples} trials each"
+    return "arms " + ", ".join(f"{arm} ({n} trials)" for arm, n in budgets.items())
+
+
+def seeds_text(s) -> str:
+    """How the verdict's seeds come about: reruns of each arm's best (an arm tuned with one trial: that trial + one
+    rerun fewer, see tuner.confirmation_seeds)."""
+    if not s.confirm_seeds:
+        return ""
+    single = [arm for arm in s.arms if s.samples_for(arm) == 1]
+    if len(single) == len(s.arms):
+        how = f"each arm's trial + {s.confirm_seeds - 1} rerun(s)"
+    elif single:
+        how = f"each arm's best rerun with {s.confirm_seeds} fresh seeds; {', '.join(single)}: its trial + {s.confirm_seeds - 1}"
+    else:
+        how = f"each arm's best rerun with {s.confirm_seeds} fresh seeds"
+    return f", verdict over {s.confirm_seeds} seeds ({how})"
 
 
 def unfinished(results, expected: int) -> bool:

@@ -7,9 +7,9 @@ A study YAML has `study:` (search settings), `experiment:` (a base ExperimentCon
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mcl_ray.config.loader import deep_merge, format_validation_error, parse_overrides, read_yaml
 from mcl_ray.plan.from_config import build_config
@@ -81,7 +81,7 @@ class StudySettings(Strict):
     name: str = "mcl-study"
     metric: str = Field("integrated/mean/knn", description="reported metric to optimise, e.g. integrated/texture/linear")
     mode: Literal["max", "min"] = "max"
-    samples: int = Field(8, ge=1, description="number of trials")
+    samples: int = Field(8, ge=1, description="trials per arm")
     scheduler: Literal["asha", "none"] = Field("asha", description="ASHA stops weak trials at stage boundaries")
     seed: int = Field(0, description="seeds Optuna's TPE sampler")
     storage: str = Field("studies/results", description="local path or URI; trials, stage cache and TensorBoard")
@@ -94,9 +94,18 @@ class StudySettings(Strict):
         "(S seeded 1-stage runs integrated like MCL's stages), long (one run with S times the epochs) and ifm (the long "
         "run with implicit feature modification)",
     )
+    arm_samples: dict[Literal["mcl", "ensemble", "long", "ifm"], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="an arm's own number of trials instead of `samples` (e.g. {mcl: 12}); the verdict shows each arm's "
+        "budget, since an arm searched harder than its rivals has an edge",
+    )
     confirm_seeds: int = Field(
         0, ge=0, description="after tuning, rerun each arm's best configuration with this many fresh seeds (mean +- std)"
     )
+
+    def samples_for(self, arm: str) -> int:
+        """Trials the arm `arm` is tuned with."""
+        return self.arm_samples.get(arm, self.samples)
 
     @field_validator("arms")
     @classmethod
@@ -104,6 +113,13 @@ class StudySettings(Strict):
         if len(set(v)) != len(v) or "mcl" not in v:
             raise ValueError(f"needs 'mcl' and no arm twice, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _budgets_name_arms(self) -> "StudySettings":
+        extra = sorted(set(self.arm_samples) - set(self.arms))
+        if extra:
+            raise ValueError(f"arm_samples: {', '.join(extra)} is not one of the study's arms {self.arms}")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -122,8 +122,8 @@ def build_tuner(
     verbose: bool = False,
     trainable: str | Callable | None = None,
 ) -> tune.Tuner:
-    """A Tuner for one arm of `study` (each arm gets study.samples trials and its own seeded searcher, so the
-    controls are tuned as hard as MCL) on the connected Ray cluster; `resume=True` continues an interrupted one."""
+    """A Tuner for one arm of `study` (each arm gets study.samples trials, or its study.arm_samples, and its own
+    seeded searcher, so by default the controls are tuned as hard as MCL) on the connected Ray cluster; `resume=True` continues an interrupted one."""
     s = study.study
     base = study.base_experiment()
     limit = max_concurrent or s.max_concurrent or concurrency_limit(base, s.trial_cpus)
@@ -152,25 +152,25 @@ def build_tuner(
     # metric/mode go to the searcher and scheduler themselves: Tune does not forward TuneConfig's through
     # the ConcurrencyLimiter that max_concurrent_trials wraps around the searcher
     searcher = searcher or OptunaSearch(space=build_space(s.space), metric=s.metric, mode=s.mode, seed=s.seed)
-    log.info("study %s, arm %s: %d trials, at most %d at a time, storage %s", s.name, arm, s.samples, limit, path)
+    log.info("study %s, arm %s: %d trials, at most %d at a time, storage %s", s.name, arm, s.samples_for(arm), limit, path)
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler,
-            num_samples=s.samples, max_concurrent_trials=limit,
+            num_samples=s.samples_for(arm), max_concurrent_trials=limit,
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
         ),
         run_config=_run_config(name, storage, StudyConsole(arm, s.metric), verbose),
     )
 
 
-def confirmation_seeds(study: StudyConfig) -> list[int]:
+def confirmation_seeds(study: StudyConfig, arm: str = "mcl") -> list[int]:
     """Seeds of the confirmation reruns: experiment seed + 1, + 2, ... The seed an arm was tuned on is left out,
     so the luck of picking the best of several trials does not count twice; an arm tuned with one trial picked
     nothing, so that trial is one of the study.confirm_seeds seeds and one rerun fewer is needed."""
     s = study.study
-    reruns = s.confirm_seeds - (1 if s.samples == 1 and s.confirm_seeds else 0)
+    reruns = s.confirm_seeds - (1 if s.samples_for(arm) == 1 and s.confirm_seeds else 0)
     return [study.base_experiment().seed + i for i in range(1, reruns + 1)]
 
 
@@ -180,7 +180,7 @@ def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_c
     s = study.study
     base = study.base_experiment()
     limit = max_concurrent or s.max_concurrent or max(1, concurrency_limit(base, s.trial_cpus))
-    seeds = confirmation_seeds(study)
+    seeds = confirmation_seeds(study, arm)
     param_space = {**study_param_space(study, arm=arm), **params, "seed": tune.grid_search(seeds)}
     name = arm_path(study, arm, confirm=True)
     trainable = trainable or trainable_with_resources(study)

@@ -27,6 +27,7 @@ class ArmResult:
     label: str  # "MCL (3 stages)", "the ensemble of 3", "the long run (3x epochs)"
     runs: list[Trial]  # one per seed: the confirmation reruns (and an untuned arm's one trial), or the best alone
     confirmed: bool
+    tuned: int = 1  # trials the arm was tuned with: arms searched unequally (study.arm_samples) are not on equal terms
 
     def values(self, key: str) -> dict[int, float]:
         """{seed: final value of `key`} over the runs (-1 for a run whose seed is not on record)."""
@@ -63,7 +64,7 @@ def arm_results(study_dir: str | Path, metric: str, mode: str) -> list[ArmResult
         runs = load_trials(confirm)[0] if confirmed else []
         if not runs or len(trials) == 1:  # one tuned trial was not selected: a fair seed of its own
             runs = [best, *runs]
-        out.append(ArmResult(arm, _label(arm, best), runs, confirmed))
+        out.append(ArmResult(arm, _label(arm, best), runs, confirmed, tuned=len(trials)))
     return out
 
 
@@ -82,14 +83,14 @@ def _shortcut_attributes() -> set[str]:
 def verdict(results: list[ArmResult], kind: str) -> tuple[str, list[str]]:
     """(table of every arm's final integrated accuracy per attribute, one sentence per attribute)."""
     attrs = attributes(results, kind)
-    header = ["arm", "runs", *(f"{a}/{kind}" for a in attrs)]
+    header = ["arm", "trials", "runs", *(f"{a}/{kind}" for a in attrs)]
     rows = []
     for r in results:
         cells = []
         for a in attrs:
             v = np.array(list(r.values(f"integrated/{a}/{kind}").values()), float)
             cells.append(f"{v.mean():.3f}" + (f"±{v.std(ddof=1):.3f}" if len(v) > 1 else ""))
-        rows.append([r.label, str(len(r.runs)), *cells])
+        rows.append([r.label, str(r.tuned), str(len(r.runs)), *cells])
     mcl = next(r for r in results if r.arm == "mcl")
     controls = [r for r in results if r.arm != "mcl"]
     sentences = []
@@ -107,6 +108,8 @@ def verdict(results: list[ArmResult], kind: str) -> tuple[str, list[str]]:
         mean = float(diffs.mean())
         spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
         runs = f"{len(diffs)} seeds" if len(diffs) > 1 else "1 run each, unconfirmed: set study.confirm_seeds >= 2"
+        if mcl.tuned != best.tuned:
+            runs += f"; MCL tuned with {mcl.tuned} trials, {best.label} with {best.tuned}"
         shown = f"{mean:+.1f}" + (f" ± {spread:.1f}" if not math.isnan(spread) else "")
         name = f"{a} (a shortcut: less is better)" if a in _shortcut_attributes() else a
         if abs(mean) < max(CLEAR_POINTS, 0 if math.isnan(spread) else spread):

@@ -225,3 +225,46 @@ def test_confirmation_seeds_leave_out_the_tuned_seed_only_when_a_best_trial_was_
 
     study = load_study(RESNET, "local", [f"study.samples={samples}", f"study.confirm_seeds={confirm}", "experiment.seed=7"])
     assert confirmation_seeds(study) == seeds
+
+
+def test_an_arm_can_get_its_own_tuning_budget_and_bad_budgets_name_the_field(tmp_path, monkeypatch):
+    import ray
+
+    from mcl_ray.study import tuner as tuner_module
+    from mcl_ray.study.tuner import build_tuner, confirmation_seeds
+
+    study = load_study(RESNET, "local", ["study.arms=[mcl,ensemble,long]", "study.samples=3", "study.arm_samples.mcl=6",
+                                         "study.arm_samples.long=1", "study.confirm_seeds=3", "experiment.seed=0",
+                                         f"study.storage={tmp_path}"])
+    assert [study.study.samples_for(a) for a in ("mcl", "ensemble", "long")] == [6, 3, 1]
+    # an arm tuned with one trial picked nothing: that trial is one of its seeds, the others rerun all three
+    assert confirmation_seeds(study, "long") == [1, 2] and confirmation_seeds(study, "mcl") == [1, 2, 3]
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})  # no Ray started: only the Tuner's settings
+
+    class Tuner:  # records what the study asks Tune for
+        can_restore = staticmethod(lambda path: False)
+
+        def __init__(self, trainable, **kwargs):
+            self.tune_config = kwargs["tune_config"]
+
+    monkeypatch.setattr(tuner_module.tune, "Tuner", Tuner)
+    budgets = {arm: build_tuner(study, arm=arm, max_concurrent=1, trainable=lambda config: None).tune_config.num_samples
+               for arm in study.study.arms}
+    assert budgets == {"mcl": 6, "ensemble": 3, "long": 1}
+    with pytest.raises(ConfigError, match=r"study.arm_samples: ifm is not one of the study's arms"):
+        load_study(RESNET, "local", ["study.arm_samples.ifm=4"])  # the local profile's arms: mcl, ensemble, long
+    with pytest.raises(ConfigError, match=r"study.arm_samples.mcl: Input should be greater than or equal to 1"):
+        load_study(RESNET, "local", ["study.arm_samples.mcl=0"])
+    with pytest.raises(ConfigError, match=r"study.arm_samples.mlc"):
+        load_study(RESNET, "local", ["study.arm_samples.mlc=4"])
+
+
+def test_the_study_heading_says_each_arms_budget_when_they_differ():
+    from mcl_ray.study.cli import budget_text, seeds_text
+
+    equal = load_study(RESNET, "local", ["study.samples=2", "study.confirm_seeds=3"]).study
+    assert budget_text(equal) == "arms mcl, ensemble, long, 2 trials each"
+    assert seeds_text(equal) == ", verdict over 3 seeds (each arm's best rerun with 3 fresh seeds)"
+    mixed = load_study(RESNET, "local", ["study.samples=1", "study.arm_samples.mcl=4", "study.confirm_seeds=3"]).study
+    assert budget_text(mixed) == "arms mcl (4 trials), ensemble (1 trials), long (1 trials)"
+    assert seeds_text(mixed).endswith("(each arm's best rerun with 3 fresh seeds; ensemble, long: its trial + 2)")

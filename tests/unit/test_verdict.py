@@ -112,3 +112,17 @@ def test_a_loss_reads_below_and_a_shortcut_attribute_is_named_as_one(tmp_path):
         "code (a shortcut: less is better): MCL -60.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds >= 2)",
         "texture: MCL -10.0 points below the ensemble of 2 (1 run each, unconfirmed: set study.confirm_seeds >= 2)",
     ]
+
+
+def test_unequal_tuning_budgets_are_shown_in_the_table_and_the_verdict(tmp_path):
+    study = tmp_path / "study"
+    for i in range(3):  # MCL searched with three trials, the ensemble with one
+        trial(study, f"trial_a{i}", None, 0.40 + 0.05 * i, 0.60)
+    trial(study / "arms" / "ensemble", "trial_c", None, 0.45, 0.60)
+    results = arm_results(study, "integrated/texture/linear", "max")
+    assert [r.tuned for r in results] == [3, 1]
+    table, sentences = verdict(results, "linear")
+    assert table.splitlines()[0].split()[:3] == ["arm", "trials", "runs"]
+    assert sentences[1] == ("texture: MCL +5.0 points over the ensemble of 3 (1 run each, unconfirmed: set "
+                            "study.confirm_seeds >= 2; MCL tuned with 3 trials, the ensemble of 3 with 1)")
+
