@@ -46,8 +46,10 @@ def _epoch(trial, stage: int) -> str:
 
 
 class StudyConsole(tune.Callback):
-    def __init__(self, arm: str, metric: str, out: TextIO | None = None, progress_every_s: float = PROGRESS_EVERY_S):
+    def __init__(self, arm: str, metric: str, out: TextIO | None = None, progress_every_s: float = PROGRESS_EVERY_S,
+                 total: int | None = None):
         self.arm, self.metric, self._out = arm, metric, out  # None: whatever sys.stdout is when printing
+        self.total = total  # the arm's trials: Tune creates them only as concurrency allows
         self.progress_every_s = progress_every_s
         self.started: dict[str, float] = {}
         self.stage_started: dict[str, float] = {}
@@ -105,4 +107,4 @@ class StudyConsole(tune.Callback):
             epoch = _epoch(t, done + 1)
             parts.append(f"trial_{t.trial_id} in stage {done + 1}/{planned}{epoch} for {minutes:.1f} min")
         finished = sum(t.status == "TERMINATED" for t in trials)
-        self._say(f"{finished}/{len(trials)} trials done; " + "; ".join(parts))
+        self._say(f"{finished}/{max(self.total or 0, len(trials))} trials done; " + "; ".join(parts))

@@ -161,7 +161,7 @@ def build_tuner(
             num_samples=s.samples_for(arm), max_concurrent_trials=limit,
             trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(name, storage, StudyConsole(arm, s.metric), verbose),
+        run_config=_run_config(name, storage, StudyConsole(arm, s.metric, total=s.samples_for(arm)), verbose),
     )
 
 
@@ -192,7 +192,7 @@ def confirm_tuner(study: StudyConfig, arm: str, params: dict[str, Any], *, max_c
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, trial_name_creator=trial_dirname,
                                     trial_dirname_creator=trial_dirname),
-        run_config=_run_config(name, storage_uri(study), StudyConsole(f"{arm} confirm", s.metric), verbose),
+        run_config=_run_config(name, storage_uri(study), StudyConsole(f"{arm} confirm", s.metric, total=len(seeds)), verbose),
     )
 
 

@@ -85,3 +85,10 @@ def test_the_console_pickles_with_the_tuner_whatever_stdout_is(monkeypatch):
     clone = pickle.loads(pickle.dumps(console))
     clone._say("hello")
     assert sys.stdout.getvalue().endswith("[mcl] hello\n")
+
+
+def test_progress_counts_the_arms_whole_budget_not_only_the_trials_tune_has_created():
+    out = io.StringIO()  # with 2 trials at a time Tune has created 2 of the arm's 8 so far
+    StudyConsole("mcl", "m", out=out, progress_every_s=0.0, total=8).on_step_end(
+        0, [_trial("ab12"), _trial("cd34", status="TERMINATED")])
+    assert "1/8 trials done; trial_ab12 in stage 1/3" in out.getvalue()
